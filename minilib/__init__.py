@@ -1,0 +1,23 @@
+"""minilib: the tiny, hand-written library that the labs of *Derive & Run* import.
+
+One module per topic family (``attention``, ``diffusion``, ``rl``, ...) plus small shared
+helpers (``check``, ``widgets``, ``viz``, ``data``, ``metrics``, ``nn``). Import the topic
+modules explicitly, e.g. ``from minilib import attention``.
+
+>>> import minilib
+>>> minilib.__version__.count(".")
+2
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+#: Where the book lives. Must agree with ``repository.url`` in ``_config.yml`` (a test checks).
+REPOSITORY = "https://github.com/derive-and-run/derive-and-run"
+
+from minilib import check  # noqa: E402
+from minilib._setup import Config, install_command, setup  # noqa: E402
+from minilib.show import show  # noqa: E402
+
+__all__ = ["Config", "REPOSITORY", "__version__", "check", "install_command", "setup", "show"]

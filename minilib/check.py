@@ -1,0 +1,144 @@
+"""One-line verdicts for labs: each helper prints ``✓ what (...)`` or raises ``CheckFailed``.
+
+The printed numbers use a fixed format (``max abs err 3.0e-08``) so that the test suite can
+mask them when it compares a lab's outputs across CPUs.
+
+>>> close(0.1 + 0.2, 0.3, "float addition")
+✓ float addition (max abs err 5.6e-17)
+>>> true(2 > 1, "two exceeds one")
+✓ two exceeds one
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["CheckFailed", "close", "equal", "less", "raises", "true"]
+
+
+class CheckFailed(AssertionError):
+    """Raised by every helper in :mod:`minilib.check` when its check fails."""
+
+
+def _as_numpy(x: Any, name: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        if x.device.type == "meta":
+            raise TypeError(f"{name} is a meta tensor and has no values to check")
+        return x.detach().to("cpu", torch.float64 if x.is_floating_point() else x.dtype).numpy()
+    try:
+        return np.asarray(x, dtype=np.float64) if not isinstance(x, np.ndarray) else x
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name} must be a number, array or tensor, got {type(x).__name__}") from err
+
+
+def _what(what: Any) -> str:
+    if not isinstance(what, str) or not what.strip():
+        raise TypeError(f"what must be a non-empty description string, got {what!r}")
+    return what.strip()
+
+
+def _pass(msg: str) -> None:
+    print(f"✓ {msg}")
+
+
+def _fail(msg: str) -> None:
+    raise CheckFailed(f"✗ {msg}")
+
+
+def close(actual: Any, expected: Any, what: str, *, atol: float = 1e-6, rtol: float = 1e-5) -> None:
+    """Check ``|actual - expected| <= atol + rtol * |expected|`` elementwise.
+
+    Shapes must match exactly (no silent broadcasting). Helpers return None, so a check as the
+    last line of a cell prints only its verdict.
+
+    >>> import torch
+    >>> close(torch.ones(3), torch.ones(3), "ones")
+    ✓ ones (max abs err 0.0e+00)
+    """
+    what = _what(what)
+    if not (atol >= 0 and rtol >= 0):
+        raise ValueError(f"atol and rtol must be non-negative, got atol={atol}, rtol={rtol}")
+    a, e = _as_numpy(actual, "actual"), _as_numpy(expected, "expected")
+    if a.shape != e.shape:
+        _fail(f"{what}: shape {tuple(a.shape)} != expected {tuple(e.shape)}")
+    a64, e64 = a.astype(np.float64), e.astype(np.float64)
+    if a64.size == 0:
+        _pass(f"{what} (empty)")
+        return
+    same_inf = np.isinf(a64) & np.isinf(e64) & (np.sign(a64) == np.sign(e64))
+    diff = np.where(same_inf, 0.0, np.abs(a64 - e64))
+    if np.isnan(diff).any() and not (np.isnan(a64) == np.isnan(e64)).all():
+        _fail(f"{what}: NaN where the reference has none (or the other way round)")
+    diff = np.nan_to_num(diff, nan=0.0)
+    err = float(diff.max())
+    bad = diff > atol + rtol * np.abs(np.where(same_inf, 0.0, e64))
+    if bad.any():
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        _fail(
+            f"{what}: max abs err {err:.1e} exceeds atol={atol:g}, rtol={rtol:g} "
+            f"({int(bad.sum())} of {bad.size} elements; first at index {idx})"
+        )
+    _pass(f"{what} (max abs err {err:.1e})")
+
+
+def equal(actual: Any, expected: Any, what: str) -> None:
+    """Check exact equality: of tensors and arrays elementwise (and in shape), else with ``==``.
+
+    >>> equal([1, 2], [1, 2], "lists")
+    ✓ lists
+    """
+    what = _what(what)
+    if isinstance(actual, (torch.Tensor, np.ndarray)) or isinstance(expected, (torch.Tensor, np.ndarray)):
+        a, e = _as_numpy(actual, "actual"), _as_numpy(expected, "expected")
+        if a.shape != e.shape or not np.array_equal(a, e):
+            _fail(f"{what}: arrays differ")
+    elif actual != expected:
+        _fail(f"{what}: {actual!r} != {expected!r}")
+    _pass(what)
+
+
+def true(cond: Any, what: str) -> None:
+    """Check that a condition holds (a bool, or a one-element tensor or array)."""
+    what = _what(what)
+    if isinstance(cond, (torch.Tensor, np.ndarray)):
+        if cond.size == 0 if isinstance(cond, np.ndarray) else cond.numel() == 0:
+            raise ValueError("cond must hold exactly one element, got an empty array")
+        cond = bool(cond.all())
+    if not isinstance(cond, (bool, np.bool_)):
+        raise TypeError(f"cond must be a bool, got {type(cond).__name__}")
+    if not cond:
+        _fail(what)
+    _pass(what)
+
+
+def less(value: Any, bound: float, what: str, *, fmt: str = ".1e") -> None:
+    """Check ``value < bound`` and print ``✓ what (value < bound)``, the value formatted.
+
+    >>> less(0.004, 0.01, "error", fmt=".3f")
+    ✓ error (0.004 < 0.010)
+    """
+    what = _what(what)
+    v = float(_as_numpy(value, "value").max())
+    if math.isnan(v) or not v < bound:
+        _fail(f"{what}: {v:{fmt}} is not < {bound:{fmt}}")
+    _pass(f"{what} ({v:{fmt}} < {bound:{fmt}})")
+
+
+def raises(exc: type[BaseException] | tuple[type[BaseException], ...], fn: Callable[[], Any], what: str) -> None:
+    """Check that ``fn()`` raises ``exc`` and print its message.
+
+    >>> raises(ValueError, lambda: int("x"), "int() rejects letters")
+    ✓ int() rejects letters: ValueError: invalid literal for int() with base 10: 'x'
+    """
+    what = _what(what)
+    try:
+        fn()
+    except exc as err:
+        _pass(f"{what}: {type(err).__name__}: {err}")
+        return
+    _fail(f"{what}: no {exc} was raised")

@@ -1,0 +1,78 @@
+"""A small Sphinx extension with the book's local fixes (loaded through ``_config.yml``).
+
+* Serves MathJax 3 from the site itself: ``npm ci`` puts a pinned copy in ``node_modules``;
+  we stage the files a page can load into ``_build/vendor-root/_vendor/mathjax`` and add that
+  folder to ``html_extra_path`` (outside ``_static``, whose ``.js`` files Jupyter Book would
+  inject into every page). Without npm the build still works, loading MathJax from the CDN,
+  and says so.
+* Removes the second copy of the Thebe configuration script that sphinx-book-theme adds
+  (the browser logs "THEBE_JS_URL has already been declared" otherwise).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from sphinx.application import Sphinx
+from sphinx.util import logging
+
+ROOT = Path(__file__).resolve().parents[1]
+MATHJAX_SRC = ROOT / "node_modules" / "mathjax" / "es5"
+STAGE = ROOT / "_build" / "vendor-root"
+# Only what tex-mml-chtml.js loads: the combined component, its TeX extensions (autoloaded),
+# the CHTML fonts and the menu/accessibility components it may pull in on demand.
+MATHJAX_PARTS = ["tex-mml-chtml.js", "input", "output/chtml", "ui", "a11y", "adaptors"]
+
+logger = logging.getLogger(__name__)
+
+
+def _stage_mathjax() -> bool:
+    if not (MATHJAX_SRC / "tex-mml-chtml.js").exists():
+        return False
+    dest = STAGE / "_vendor" / "mathjax"
+    stamp = dest / ".complete"
+    if not stamp.exists():
+        shutil.rmtree(dest, ignore_errors=True)
+        for part in MATHJAX_PARTS:
+            src = MATHJAX_SRC / part
+            if src.is_dir():
+                shutil.copytree(src, dest / part)
+            else:
+                (dest / part).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dest / part)
+        stamp.write_text("ok\n")
+    return True
+
+
+def _config_inited(app: Sphinx, config) -> None:
+    if _stage_mathjax():
+        config.html_extra_path = [*config.html_extra_path, str(STAGE)]
+        # Relative paths in mathjax_path are taken relative to _static/.
+        config.mathjax_path = "../_vendor/mathjax/tex-mml-chtml.js"
+        logger.info("MathJax: served from the site (_vendor/mathjax)")
+    else:
+        logger.info(
+            "MathJax: npm's copy is missing (run `npm ci`), so pages load MathJax from the CDN "
+            "and need internet access to typeset math"
+        )
+
+
+def _dedupe_scripts(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:
+    scripts = context.get("script_files")
+    if not scripts:
+        return
+    seen, kept = set(), []
+    for js in scripts:
+        key = (getattr(js, "filename", None) or "", getattr(js, "attributes", {}).get("body", ""))
+        if key in seen:
+            continue
+        seen.add(key)
+        kept.append(js)
+    scripts[:] = kept
+
+
+def setup(app: Sphinx) -> dict:
+    app.connect("config-inited", _config_inited, priority=900)
+    app.connect("html-page-context", _dedupe_scripts, priority=900)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
