@@ -70,13 +70,17 @@ def close(actual: Any, expected: Any, what: str, *, atol: float = 1e-6, rtol: fl
     if a64.size == 0:
         _pass(f"{what} (empty)")
         return
-    same_inf = np.isinf(a64) & np.isinf(e64) & (np.sign(a64) == np.sign(e64))
-    diff = np.where(same_inf, 0.0, np.abs(a64 - e64))
-    if np.isnan(diff).any() and not (np.isnan(a64) == np.isnan(e64)).all():
+    a_nan, e_nan = np.isnan(a64), np.isnan(e64)
+    if (a_nan != e_nan).any():
         _fail(f"{what}: NaN where the reference has none (or the other way round)")
-    diff = np.nan_to_num(diff, nan=0.0)
+    a_inf, e_inf = np.isinf(a64), np.isinf(e64)
+    if ((a_inf | e_inf) & (a64 != e64)).any():
+        _fail(f"{what}: infinite values differ from the reference")
+    finite = ~(a_nan | a_inf | e_inf)
+    diff = np.zeros_like(a64)
+    diff[finite] = np.abs(a64[finite] - e64[finite])
     err = float(diff.max())
-    bad = diff > atol + rtol * np.abs(np.where(same_inf, 0.0, e64))
+    bad = diff > atol + rtol * np.abs(np.where(finite, e64, 0.0))
     if bad.any():
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
         _fail(

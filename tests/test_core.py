@@ -1,0 +1,222 @@
+"""minilib's core: setup, check, show, widgets, viz."""
+
+from __future__ import annotations
+
+import random
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import minilib  # noqa: E402
+from minilib import check  # noqa: E402
+from minilib.widgets import explorer  # noqa: E402
+
+
+# -- setup --------------------------------------------------------------------------------
+def test_setup_seeds_every_generator():
+    minilib.setup(7, device="cpu", style=False, quiet=True)
+    a = (random.random(), np.random.rand(), torch.rand(1).item())
+    minilib.setup(7, device="cpu", style=False, quiet=True)
+    b = (random.random(), np.random.rand(), torch.rand(1).item())
+    assert a == b
+    minilib.setup(8, device="cpu", style=False, quiet=True)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) != a
+
+
+def test_setup_device_and_threads(monkeypatch):
+    threads = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("MINILIB_DEVICE", "meta")
+        cfg = minilib.setup(0, style=False, quiet=True)
+        assert cfg.device.type == "meta" and cfg.scale == 1 and cfg.threads == 1
+        assert torch.get_num_threads() == 1
+        monkeypatch.delenv("MINILIB_DEVICE")
+        cfg = minilib.setup(0, threads=2, style=False, quiet=True)
+        expected = "cuda" if torch.cuda.is_available() else ("mps" if torch.backends.mps.is_available() else "cpu")
+        assert cfg.device.type == expected
+        assert torch.get_num_threads() == 2
+        assert cfg.scaled(10) == 10 * cfg.scale
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_setup_prints_summary(capsys):
+    minilib.setup(0, device="cpu", style=False)
+    assert f"minilib {minilib.__version__}" in capsys.readouterr().out
+
+
+def test_setup_version_mismatch_prints_the_fix():
+    with pytest.raises(RuntimeError, match=r"(?s)expects minilib 9\.9\.9.*pip install -U .*@v9\.9\.9"):
+        minilib.setup(0, expects="9.9.9", style=False, quiet=True)
+    minilib.setup(0, expects=minilib.__version__, device="cpu", style=False, quiet=True)
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        ({"seed": -1}, ValueError, "seed"),
+        ({"seed": 1.5}, ValueError, "seed"),
+        ({"device": "tpu9"}, ValueError, "device"),
+        ({"threads": 0}, ValueError, "threads"),
+    ],
+)
+def test_setup_bad_input(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        minilib.setup(**{"style": False, "quiet": True, **kwargs})
+
+
+def test_setup_rejects_unavailable_cuda(monkeypatch):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(ValueError, match="cuda"):
+        minilib.setup(0, device="cuda", style=False, quiet=True)
+
+
+def test_setup_applies_style():
+    matplotlib.rcdefaults()
+    minilib.setup(0, device="cpu", quiet=True)
+    assert matplotlib.rcParams["figure.facecolor"] == "white"
+    assert matplotlib.rcParams["axes.prop_cycle"].by_key()["color"][0] == minilib.viz.PALETTE[0]
+
+
+# -- check --------------------------------------------------------------------------------
+def test_close_passes_and_prints_error(capsys):
+    check.close(torch.tensor([1.0, 2.0]), np.array([1.0, 2.0 + 1e-7]), "vectors", atol=1e-6)
+    assert capsys.readouterr().out.strip() == "✓ vectors (max abs err 1.0e-07)"
+
+
+def test_close_fails_with_location():
+    with pytest.raises(check.CheckFailed, match=r"index \(1,\)"):
+        check.close(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.1]), "vectors")
+
+
+def test_close_shape_mismatch_is_a_failure():
+    with pytest.raises(check.CheckFailed, match="shape"):
+        check.close(torch.zeros(3), torch.zeros(3, 1), "shapes")
+
+
+def test_close_inf_and_nan_handling():
+    inf = float("inf")
+    check.close(torch.tensor([inf, -inf]), torch.tensor([inf, -inf]), "infinities")
+    with pytest.raises(check.CheckFailed):
+        check.close(torch.tensor([inf]), torch.tensor([-inf]), "opposite infinities")
+    with pytest.raises(check.CheckFailed, match="NaN"):
+        check.close(torch.tensor([float("nan")]), torch.tensor([0.0]), "nan")
+
+
+def test_check_helpers_fail_when_they_should():
+    with pytest.raises(check.CheckFailed):
+        check.true(False, "false")
+    with pytest.raises(check.CheckFailed):
+        check.less(2.0, 1.0, "two below one")
+    with pytest.raises(check.CheckFailed):
+        check.less(float("nan"), 1.0, "nan below one")
+    with pytest.raises(check.CheckFailed):
+        check.equal(torch.tensor([1, 2]), torch.tensor([1, 3]), "ints")
+    with pytest.raises(check.CheckFailed):
+        check.raises(ValueError, lambda: None, "no error")
+    with pytest.raises(TypeError):  # a different error propagates
+        check.raises(ValueError, lambda: (_ for _ in ()).throw(TypeError("x")), "wrong error")
+
+
+def test_check_bad_arguments():
+    with pytest.raises(TypeError, match="what"):
+        check.true(True, "")
+    with pytest.raises(TypeError, match="cond"):
+        check.true("yes", "string condition")
+    with pytest.raises(ValueError, match="atol"):
+        check.close(1.0, 1.0, "x", atol=-1)
+    with pytest.raises(TypeError, match="meta"):
+        check.close(torch.zeros(2, device="meta"), torch.zeros(2), "meta")
+
+
+# -- show ---------------------------------------------------------------------------------
+def test_show_renders_source_and_html():
+    src = minilib.show(check.true)
+    assert repr(src).startswith("def true(")
+    html = src._repr_html_()
+    assert "minilib.check.true" in html and "<pre" in html
+
+
+def test_show_rejects_non_code():
+    with pytest.raises(TypeError, match="function"):
+        minilib.show(42)
+
+
+# -- widgets ------------------------------------------------------------------------------
+def _render(a, b="x"):
+    fig, ax = plt.subplots(figsize=(2, 1.5))
+    ax.set_title(f"{a} {b}")
+    ax.plot([0, 1], [0, float(a)])
+    return fig
+
+
+def test_explorer_static_player_has_one_frame_per_value():
+    ex = explorer(_render, {"a": [1, 2, 3], "b": ["x", "y"]}, defaults={"a": 2})
+    html = ex.static_html()
+    assert html.count('class="dr-frame"') == 3
+    assert 'type="range"' in html and 'max="2"' in html and 'value="1"' in html
+    assert "b = x" in html  # the fixed value of the other parameter is stated
+    # The frames differ: each was rendered with its own value of the first parameter.
+    assert len({png for _, png in ex.frames}) == 3
+    assert not plt.get_fignums()  # every rendered figure was closed
+
+
+def test_explorer_subsamples_long_parameters_keeping_the_ends():
+    ex = explorer(_render, {"a": list(range(100))}, static_frames=5)
+    assert [v for v, _ in ex.frames] == [0, 25, 50, 74, 99]
+
+
+def test_explorer_bundle_outside_a_kernel_is_html_only():
+    bundle = explorer(_render, {"a": [1, 2]})._repr_mimebundle_()
+    assert set(bundle) == {"text/plain", "text/html"}
+
+
+def test_explorer_widget_redraws_on_change():
+    ex = explorer(_render, {"a": [1, 2, 3, 4], "b": ["x", "y"]})
+    box = ex.widget()
+    slider, buttons, out = box.children
+    assert slider.value == 1 and buttons.value == "x"
+    slider.value = 3
+    buttons.value = "y"
+    assert slider.value == 3
+    assert not plt.get_fignums()
+
+
+def test_explorer_frames_are_deterministic():
+    a = explorer(_render, {"a": [1, 2]}).static_html()
+    b = explorer(_render, {"a": [1, 2]}).static_html()
+    assert a == b
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, exc, match",
+    [
+        ((42, {"a": [1]}), {}, TypeError, "render"),
+        ((_render, {}), {}, ValueError, "params"),
+        ((_render, {"not valid": [1]}), {}, ValueError, "identifiers"),
+        ((_render, {"a": "abc"}), {}, TypeError, "sequence"),
+        ((_render, {"a": []}), {}, ValueError, "at least one"),
+        ((_render, {"a": [1, 2]}), {"defaults": {"a": 5}}, ValueError, "not one of"),
+        ((_render, {"a": [1, 2]}), {"defaults": {"z": 5}}, ValueError, "unknown"),
+        ((_render, {"a": [1, 2]}), {"static_frames": 1}, ValueError, "static_frames"),
+    ],
+)
+def test_explorer_bad_input(args, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        explorer(*args, **kwargs)
+
+
+def test_explorer_render_must_return_a_figure():
+    with pytest.raises(TypeError, match="Figure"):
+        explorer(lambda a: 3, {"a": [1, 2]})
+
+
+def test_figure_png_rejects_non_figures():
+    with pytest.raises(TypeError, match="Figure"):
+        minilib.viz.figure_png("not a figure")

@@ -1,0 +1,189 @@
+"""The book as a reader meets it: built with warnings as errors, served on 127.0.0.1 and
+opened page by page in Debian's Chromium through Playwright.
+
+Every page must log no console error, send no request beyond 127.0.0.1, and typeset its
+mathematics without a TeX error. On a lab page with an explorer, moving the static player's
+slider changes the frame, and the Colab launch link points at that lab.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+from tools.labs import ROOT
+
+pytestmark = pytest.mark.slow
+
+HTML = ROOT / "_build" / "html"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--no-first-run", "--disable-quic", "--disable-sync",
+]
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+TOC = yaml.safe_load((ROOT / "_toc.yml").read_text())
+
+
+@pytest.fixture(scope="session")
+def built_site() -> Path:
+    """Build the book exactly as `make book` does; warnings are errors."""
+    jb = Path(sys.executable).parent / "jupyter-book"
+    proc = subprocess.run(
+        [str(jb), "build", str(ROOT), "--warningiserror", "--keep-going", "--builder", "html"],
+        cwd=ROOT, capture_output=True, text=True,
+    )
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-60:])
+        pytest.fail(f"the book does not build with warnings as errors:\n{tail}")
+    assert (HTML / "index.html").exists()
+    return HTML
+
+
+def test_book_builds_with_warnings_as_errors(built_site):
+    assert (built_site / "book" / "notation.html").exists()
+
+
+def test_mathjax_is_served_from_the_site(built_site):
+    assert (built_site / "_vendor" / "mathjax" / "tex-mml-chtml.js").exists(), (
+        "MathJax was not vendored: run `npm ci` (make vendor) before building"
+    )
+    # Nothing in _static is a vendored bundle that Jupyter Book would inject into every page.
+    assert not list((built_site / "_static").rglob("tex-mml-chtml.js"))
+
+
+@pytest.fixture(scope="session")
+def server(built_site):
+    handler = functools.partial(_QuietHandler, directory=str(built_site))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:  # keep pytest's output readable
+        pass
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail("Debian's chromium is missing: .ci/run installs it with apt-get")
+        pytest.skip("install Debian's chromium (apt-get install chromium) to run the browser tests")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def _pages(root: Path) -> list[str]:
+    skip = {"_static", "_sources", "_vendor", "_images"}
+    return sorted(
+        p.relative_to(root).as_posix() for p in root.rglob("*.html") if not (set(p.relative_to(root).parts) & skip)
+    )
+
+
+def _open(browser, url: str):
+    """Open a page; return (page, console errors, foreign requests)."""
+    errors: list[str] = []
+    foreign: list[str] = []
+    page = browser.new_page()
+
+    def on_request(req) -> None:
+        u = urlparse(req.url)
+        if u.scheme in ("http", "https", "ws", "wss") and u.hostname != "127.0.0.1":
+            foreign.append(req.url)
+
+    page.on("request", on_request)
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(f"uncaught: {e}"))
+    page.goto(url, wait_until="load")
+    if page.locator(".math").count():
+        page.wait_for_function(
+            "() => window.MathJax && MathJax.startup && MathJax.startup.promise && "
+            "MathJax.startup.promise.then(() => true)",
+            timeout=20_000,
+        )
+        page.wait_for_function("() => document.querySelectorAll('mjx-container').length > 0", timeout=20_000)
+    page.wait_for_timeout(150)
+    return page, errors, foreign
+
+
+def test_every_page_is_clean_offline_and_typeset(built_site, server, browser):
+    problems = []
+    for rel in _pages(built_site):
+        page, errors, foreign = _open(browser, f"{server}/{rel}")
+        n_math = page.locator(".math").count()
+        n_typeset = page.locator("mjx-container").count()
+        n_tex_errors = page.locator("mjx-merror").count()
+        page.close()
+        if errors:
+            problems.append(f"{rel}: console errors {errors[:3]}")
+        if foreign:
+            problems.append(f"{rel}: requests leaving the machine {foreign[:3]}")
+        if n_math and n_typeset < n_math:
+            problems.append(f"{rel}: {n_math} math elements but {n_typeset} typeset")
+        if n_tex_errors:
+            problems.append(f"{rel}: {n_tex_errors} TeX errors (mjx-merror)")
+    assert not problems, "\n".join(problems)
+
+
+def _lab_pages() -> list[str]:
+    out = []
+    for part in TOC["parts"]:
+        for c in part["chapters"]:
+            if c["file"].startswith("notebooks/"):
+                out.append(c["file"])
+    return out
+
+
+def test_colab_launch_links_point_at_each_lab(built_site, server, browser):
+    repo = urlparse(CONFIG["repository"]["url"]).path.strip("/")
+    branch = CONFIG["repository"].get("branch", "main")
+    labs = _lab_pages()
+    assert labs, "no labs in the toc"
+    for lab in labs:
+        page, _, _ = _open(browser, f"{server}/{lab}.html")
+        hrefs = page.eval_on_selector_all("a[href*='colab.research.google.com']", "els => els.map(e => e.href)")
+        page.close()
+        expected = f"https://colab.research.google.com/github/{repo}/blob/{branch}/{lab}.ipynb"
+        assert expected in hrefs, f"{lab}: Colab link {hrefs} != {expected}"
+
+
+def test_static_explorer_slider_changes_the_frame(built_site, server, browser):
+    lab = "notebooks/attention/online-softmax"
+    if not (built_site / f"{lab}.html").exists():
+        pytest.fail(f"{lab}.html was not built")
+    page, errors, _ = _open(browser, f"{server}/{lab}.html")
+    players = page.locator(".dr-explorer")
+    assert players.count() >= 1, "the chapter 1 lab shows at least one explorer"
+    player = players.first
+    player.scroll_into_view_if_needed()
+    visible = "el => Array.from(el.querySelectorAll('img.dr-frame')).findIndex(i => i.style.display !== 'none')"
+    before = player.evaluate(visible)
+    src_before = player.locator("img.dr-frame").nth(before).get_attribute("src")
+    label_before = player.locator("output.dr-value").inner_text()
+    slider = player.locator("input.dr-slider")
+    slider.focus()
+    page.keyboard.press("End" if before == 0 else "Home")
+    after = player.evaluate(visible)
+    src_after = player.locator("img.dr-frame").nth(after).get_attribute("src")
+    assert after != before and src_after != src_before, "the displayed frame changed"
+    assert player.locator("output.dr-value").inner_text() != label_before, "the value label changed"
+    assert player.locator("img.dr-frame").nth(after).is_visible()
+    assert not errors, errors
+    page.close()
