@@ -189,3 +189,14 @@ def test_book_equation_labels_are_unique():
 def test_repository_url_is_defined_once_and_agreed_on():
     assert minilib.REPOSITORY == REPO_URL, "minilib.REPOSITORY must equal repository.url in _config.yml"
     assert SITE_URL.startswith("https://"), "html.baseurl is the published site"
+
+
+def test_every_minilib_module_is_on_the_api_page():
+    api = (ROOT / "book" / "api.md").read_text()
+    for py in sorted((ROOT / "minilib").glob("*.py")):
+        if py.name.startswith("_"):
+            continue
+        name = f"minilib.{py.stem}"
+        assert re.search(rf"\.\. auto(module|function|class):: {re.escape(name)}\b", api), (
+            f"{name} is not documented on book/api.md"
+        )

@@ -28,7 +28,7 @@ def main(argv: list[str]) -> int:
             print(f"no such file: {a}", file=sys.stderr)
             return 2
         files.append(p.relative_to(ROOT).with_suffix("").as_posix())
-    chapters = "\n".join(f"      - file: {f}" for f in ["book/notation", "book/api", *files, "book/bibliography"])
+    chapters = "\n".join(f"      - file: {f}" for f in ["book/how-to-use", "book/notation", "book/api", *files, "book/bibliography"])
     toc = f"format: jb-book\nroot: book/intro\nparts:\n  - caption: Preview\n    chapters:\n{chapters}\n"
     out = ROOT / "_build" / f"preview-{Path(files[0]).name}"
     with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False, dir=ROOT / "_build") as fh:

@@ -5,12 +5,14 @@
   folder to ``html_extra_path`` (outside ``_static``, whose ``.js`` files Jupyter Book would
   inject into every page). Without npm the build still works, loading MathJax from the CDN,
   and says so.
+* On the API page, turns "Implements (label)" in a docstring into a link to that equation.
 * Removes the second copy of the Thebe configuration script that sphinx-book-theme adds
   (the browser logs "THEBE_JS_URL has already been declared" otherwise).
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -72,7 +74,19 @@ def _dedupe_scripts(app: Sphinx, pagename: str, templatename: str, context: dict
     scripts[:] = kept
 
 
+_IMPLEMENTS = re.compile(r"(Implements\s+)((?:\([A-Za-z0-9_:-]+\)(?:,\s*|\s+and\s+)?)+)")
+
+
+def _link_equations(app: Sphinx, what: str, name: str, obj, options, lines: list[str]) -> None:
+    def repl(m: re.Match) -> str:
+        return m.group(1) + re.sub(r"\(([A-Za-z0-9_:-]+)\)", r":eq:`\1`", m.group(2))
+
+    for i, line in enumerate(lines):
+        lines[i] = _IMPLEMENTS.sub(repl, line)
+
+
 def setup(app: Sphinx) -> dict:
+    app.connect("autodoc-process-docstring", _link_equations)
     app.connect("config-inited", _config_inited, priority=900)
     app.connect("html-page-context", _dedupe_scripts, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
