@@ -1,0 +1,275 @@
+"""Losses for policy-gradient RL and for aligning models to preferences.
+
+Every function works on per-sample (or per-token) log-probabilities that the caller computes
+with its own policy, so the same code serves a bandit, a tabular policy and a language model.
+
+Conventions:
+
+* ``logp`` is :math:`\\log \\pi_\\theta(a \\mid s)` of the action actually taken (for a sequence,
+  the sum over its tokens, or per token if the caller wants token-level losses);
+  ``old_logp`` is the same under the policy that collected the data, and ``ref_logp`` under the
+  frozen reference policy.
+* Losses are returned **per element** (no reduction) so the caller can mask padding and choose
+  the mean; minimising a loss's mean performs the ascent step of the objective named in its
+  docstring.
+* Log-probabilities are in nats.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "bradley_terry_loss",
+    "dpo_loss",
+    "grpo_advantages",
+    "kl_k3",
+    "kl_regularized_policy",
+    "policy_gradient_loss",
+    "ppo_clip_loss",
+]
+
+
+def _check_float(name: str, t: object) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
+    if not t.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}")
+    return t
+
+
+def _check_same_shape(**tensors: torch.Tensor) -> None:
+    items = list(tensors.items())
+    name0, t0 = items[0]
+    for name, t in items[1:]:
+        if t.shape != t0.shape:
+            raise ValueError(f"{name} must have the shape of {name0} {tuple(t0.shape)}, got {tuple(t.shape)}")
+
+
+def policy_gradient_loss(logp: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
+    """REINFORCE surrogate loss, per sample: ``-advantages * logp``, advantages held constant.
+
+    Implements (policy-gradient-reinforce): its gradient, averaged over samples drawn from the
+    policy, is minus the Monte Carlo policy-gradient estimate
+    :math:`\\hat g = \\frac1n\\sum_i \\hat A_i \\nabla_\\theta \\log\\pi_\\theta(a_i\\mid s_i)`.
+    ``advantages`` may be returns, returns minus a baseline, or any other advantage estimate;
+    it is detached, because it is a weight, not a function of the parameters.
+
+    Args:
+        logp: ``(...)`` log-probabilities of the sampled actions (requires grad).
+        advantages: ``(...)`` the same shape.
+
+    Returns:
+        ``(...)`` per-sample losses; minimise their mean.
+
+    >>> logp = torch.tensor([-1.0, -2.0], requires_grad=True)
+    >>> policy_gradient_loss(logp, torch.tensor([1.0, -1.0])).mean().backward()
+    >>> logp.grad.tolist()
+    [-0.5, 0.5]
+    """
+    _check_float("logp", logp)
+    _check_float("advantages", advantages)
+    _check_same_shape(logp=logp, advantages=advantages)
+    return -advantages.detach() * logp
+
+
+def ppo_clip_loss(
+    logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, *, clip: float = 0.2
+) -> torch.Tensor:
+    """PPO's clipped surrogate, negated, per sample.
+
+    Implements (policy-gradient-ppo-clip):
+    :math:`-\\min\\big(\\rho A,\\ \\mathrm{clip}(\\rho, 1-\\epsilon, 1+\\epsilon) A\\big)` with the
+    probability ratio :math:`\\rho = \\exp(\\text{logp} - \\text{old\\_logp})`. ``old_logp`` and
+    ``advantages`` are detached.
+
+    Args:
+        logp: ``(...)`` log-probabilities under the current policy (requires grad).
+        old_logp: ``(...)`` log-probabilities under the policy that sampled the data.
+        advantages: ``(...)`` advantage estimates.
+        clip: :math:`\\epsilon > 0`, the half-width of the trust interval for :math:`\\rho`.
+
+    Returns:
+        ``(...)`` per-sample losses; minimise their mean.
+
+    Raises:
+        TypeError: on non-float tensors.
+        ValueError: on mismatched shapes or ``clip <= 0``.
+
+    >>> z = torch.zeros(2)
+    >>> ppo_clip_loss(z, z, torch.tensor([1.0, -2.0])).tolist()
+    [-1.0, 2.0]
+    """
+    for name, t in (("logp", logp), ("old_logp", old_logp), ("advantages", advantages)):
+        _check_float(name, t)
+    _check_same_shape(logp=logp, old_logp=old_logp, advantages=advantages)
+    if not isinstance(clip, (int, float)) or isinstance(clip, bool) or not clip > 0:
+        raise ValueError(f"clip must be a positive number, got {clip!r}")
+    A = advantages.detach()
+    ratio = torch.exp(logp - old_logp.detach())
+    unclipped = ratio * A
+    clipped = torch.clamp(ratio, 1 - clip, 1 + clip) * A
+    return -torch.minimum(unclipped, clipped)
+
+
+def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
+    """Negative log-likelihood of a preference under the Bradley–Terry model, per pair.
+
+    Implements (policy-gradient-bt-loss): :math:`-\\log\\sigma(r_c - r_r)`, computed as
+    ``softplus(r_rejected - r_chosen)`` so it is stable for large reward gaps.
+
+    Args:
+        r_chosen: ``(...)`` rewards of the preferred responses.
+        r_rejected: ``(...)`` rewards of the rejected responses.
+
+    Returns:
+        ``(...)`` per-pair losses.
+
+    >>> round(bradley_terry_loss(torch.tensor(0.0), torch.tensor(0.0)).item(), 4)
+    0.6931
+    """
+    _check_float("r_chosen", r_chosen)
+    _check_float("r_rejected", r_rejected)
+    _check_same_shape(r_chosen=r_chosen, r_rejected=r_rejected)
+    return F.softplus(r_rejected - r_chosen)
+
+
+def kl_regularized_policy(
+    ref_logp: torch.Tensor, reward: torch.Tensor, *, beta: float, dim: int = -1
+) -> torch.Tensor:
+    """Log-probabilities of the maximiser of :math:`\\mathbb{E}_\\pi[r] - \\beta\\,\\mathrm{KL}(\\pi\\Vert\\pi_{\\mathrm{ref}})`.
+
+    Implements (dpo-optimal-policy): :math:`\\pi^*(y) \\propto \\pi_{\\mathrm{ref}}(y)\\,e^{r(y)/\\beta}`,
+    normalised over the outcomes along ``dim``.
+
+    Args:
+        ref_logp: ``(..., Y)`` reference log-probabilities over a finite set of outcomes.
+        reward: ``(..., Y)`` rewards (broadcastable to ``ref_logp``).
+        beta: :math:`\\beta > 0`, the strength of the KL penalty.
+        dim: the outcome dimension.
+
+    Returns:
+        Log-probabilities of :math:`\\pi^*`, the broadcast shape.
+
+    >>> kl_regularized_policy(torch.log(torch.tensor([0.5, 0.5])), torch.tensor([0.0, 1.0]), beta=1.0).exp()
+    tensor([0.2689, 0.7311])
+    """
+    _check_float("ref_logp", ref_logp)
+    _check_float("reward", reward)
+    if not isinstance(beta, (int, float)) or isinstance(beta, bool) or not beta > 0:
+        raise ValueError(f"beta must be a positive number, got {beta!r}")
+    return torch.log_softmax(ref_logp + reward / beta, dim=dim)
+
+
+def dpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    *,
+    beta: float = 0.1,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Direct preference optimisation loss, per preference pair.
+
+    Implements (dpo-implicit-reward) and (dpo-loss): the implicit rewards are
+    :math:`\\hat r = \\beta(\\log\\pi_\\theta(y\\mid x) - \\log\\pi_{\\mathrm{ref}}(y\\mid x))` and the loss is
+    the Bradley–Terry loss of their difference, :math:`-\\log\\sigma(\\hat r_c - \\hat r_r)`.
+
+    Args:
+        policy_chosen_logps: ``(B,)`` sequence log-probabilities :math:`\\log\\pi_\\theta(y_c\\mid x)`.
+        policy_rejected_logps: ``(B,)`` the same for the rejected responses.
+        ref_chosen_logps: ``(B,)`` reference log-probabilities of the chosen responses.
+        ref_rejected_logps: ``(B,)`` reference log-probabilities of the rejected responses.
+        beta: :math:`\\beta > 0`, the KL strength of the objective DPO solves.
+
+    Returns:
+        ``(losses, chosen_rewards, rejected_rewards)``, each of shape ``(B,)``. The rewards are
+        detached (they are for logging and evaluation).
+
+    Raises:
+        TypeError: on non-float tensors.
+        ValueError: on mismatched shapes or ``beta <= 0``.
+
+    >>> z = torch.zeros(3)
+    >>> losses, rc, rr = dpo_loss(z, z, z, z)
+    >>> [round(v, 4) for v in losses.tolist()]
+    [0.6931, 0.6931, 0.6931]
+    """
+    names = ("policy_chosen_logps", "policy_rejected_logps", "ref_chosen_logps", "ref_rejected_logps")
+    ts = (policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    for name, t in zip(names, ts):
+        _check_float(name, t)
+    _check_same_shape(**dict(zip(names, ts)))
+    if not isinstance(beta, (int, float)) or isinstance(beta, bool) or not beta > 0:
+        raise ValueError(f"beta must be a positive number, got {beta!r}")
+    chosen_logratio = policy_chosen_logps - ref_chosen_logps
+    rejected_logratio = policy_rejected_logps - ref_rejected_logps
+    losses = F.softplus(-beta * (chosen_logratio - rejected_logratio))  # = -log sigma(...)
+    return losses, beta * chosen_logratio.detach(), beta * rejected_logratio.detach()
+
+
+def grpo_advantages(rewards: torch.Tensor, group_size: int, *, eps: float = 1e-4) -> torch.Tensor:
+    """Group-relative advantages: each reward standardised within its group.
+
+    Implements (grpo-advantage): for the :math:`G` = ``group_size`` completions of one prompt,
+    :math:`\\hat A_i = (r_i - \\bar r)/(s + \\epsilon)` with the group mean :math:`\\bar r` and the
+    Bessel-corrected sample standard deviation :math:`s`. A group whose rewards are all equal
+    gets advantages 0.
+
+    Args:
+        rewards: ``(n_groups * group_size,)`` rewards, each group's completions contiguous.
+        group_size: :math:`G \\ge 2`.
+        eps: added to the standard deviation to avoid dividing by 0.
+
+    Returns:
+        Advantages with the shape, dtype and device of ``rewards``.
+
+    Raises:
+        TypeError: if ``rewards`` is not floating point.
+        ValueError: if its length is not a multiple of ``group_size``, or ``group_size < 2``.
+
+    >>> grpo_advantages(torch.tensor([1.0, 0.0, 0.0, 0.0]), 2, eps=0.0)
+    tensor([ 0.7071, -0.7071,  0.0000,  0.0000])
+    """
+    _check_float("rewards", rewards)
+    if rewards.dim() != 1:
+        raise ValueError(f"rewards must be 1-D (n_groups * group_size,), got shape {tuple(rewards.shape)}")
+    if not isinstance(group_size, int) or isinstance(group_size, bool) or group_size < 2:
+        raise ValueError(f"group_size must be an int >= 2 (a std needs two samples), got {group_size!r}")
+    if rewards.numel() % group_size != 0:
+        raise ValueError(f"len(rewards)={rewards.numel()} is not a multiple of group_size={group_size}")
+    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or eps < 0:
+        raise ValueError(f"eps must be a non-negative number, got {eps!r}")
+    r = rewards.view(-1, group_size)  # (n_groups, G)
+    mean = r.mean(dim=1, keepdim=True)
+    std = r.std(dim=1, keepdim=True, correction=1)
+    # a group with equal rewards carries no signal: its centred rewards are exactly 0, and a
+    # denominator of 1 keeps them 0 even when eps = 0
+    denom = torch.where(std > 0, std + eps, torch.ones_like(std))
+    return ((r - mean) / denom).reshape(rewards.shape)
+
+
+def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """The k3 estimator of :math:`\\mathrm{KL}(\\pi\\Vert\\pi_{\\mathrm{ref}})`, per sample.
+
+    Implements (grpo-k3): with :math:`u = \\log\\pi_{\\mathrm{ref}}(y) - \\log\\pi(y)` for
+    :math:`y \\sim \\pi`, the estimate is :math:`e^{u} - u - 1`. It is non-negative (since
+    :math:`e^u \\ge 1 + u`), zero when the two log-probabilities agree, and its expectation under
+    :math:`\\pi` is exactly the KL divergence.
+
+    Args:
+        logp: ``(...)`` log-probabilities of samples under the policy being trained.
+        ref_logp: ``(...)`` log-probabilities of the same samples under the reference.
+
+    Returns:
+        ``(...)`` per-sample estimates (differentiable in both arguments).
+
+    >>> kl_k3(torch.tensor([-1.0]), torch.tensor([-1.0])).tolist()
+    [0.0]
+    """
+    _check_float("logp", logp)
+    _check_float("ref_logp", ref_logp)
+    _check_same_shape(logp=logp, ref_logp=ref_logp)
+    u = ref_logp - logp
+    return torch.expm1(u) - u  # e^u - 1 - u, with expm1 for accuracy near u = 0
