@@ -1,0 +1,680 @@
+"""Attention, computed naively, online (tile by tile) and linearly.
+
+Conventions (see the notation page): queries ``q`` have shape ``(..., N_q, d)``, keys ``k``
+``(..., N_k, d)`` and values ``v`` ``(..., N_k, d_v)``; any leading batch and head dimensions
+must agree exactly (no broadcasting). Scores are ``S = scale * q @ k^T`` with the scale
+defaulting to ``1 / sqrt(d)``. Causal masking is aligned bottom-right, as in FlashAttention-2
+and KV-cache decoding: query ``i`` may attend to key ``j`` when ``j <= i + (N_k - N_q)``. A
+query row that may attend to no key at all (possible only when ``N_q > N_k``) gets output 0
+and log-sum-exp ``-inf``.
+
+Everything here follows the device and dtype of its inputs and runs on ``meta`` tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "attention_tile_states",
+    "causal_mask",
+    "flash_attention",
+    "linear_attention",
+    "linear_attention_recurrent",
+    "merge_softmax_states",
+    "online_softmax",
+    "plot_attention",
+    "softmax_attention",
+]
+
+#: Default tile sizes of :func:`flash_attention`, chosen by measurement on a shared 2-core CPU
+#: at N = 4096, d = 64, 4 heads (block_q in 64..1024, block_k in 1024..4096; see
+#: ``bench/bench_attention.py``). In eager PyTorch every tile costs three separate parallel
+#: kernels (matmul, fused softmax, matmul), so few large tiles win: query blocks of 1024 and key
+#: tiles of 4096 (one tile for N_k <= 4096). A score tile is then 1024 x 4096 floats per head
+#: (16 MiB), a quarter of the N x N matrix at N = 4096 and a sixteenth at N = 8192.
+DEFAULT_BLOCK_Q = 1024
+DEFAULT_BLOCK_K = 4096
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+# ---------------------------------------------------------------------------------------------
+def _check_float(name: str, x: Any) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+
+
+def _check_qkv(q: Any, k: Any, v: Any) -> None:
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        _check_float(name, x)
+        if x.dim() < 2:
+            raise ValueError(f"{name} must have shape (..., N, d) with at least 2 dims, got {tuple(x.shape)}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(f"q, k and v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if not (q.device == k.device == v.device):
+        raise ValueError(f"q, k and v must be on one device, got {q.device}, {k.device}, {v.device}")
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"q and k must have the same head dim d, got q {tuple(q.shape)} and k {tuple(k.shape)}")
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"k and v must have the same length N_k, got k {tuple(k.shape)} and v {tuple(v.shape)}")
+    if not (q.shape[:-2] == k.shape[:-2] == v.shape[:-2]):
+        raise ValueError(
+            "q, k and v must have the same leading (batch, head) dims, got "
+            f"{tuple(q.shape[:-2])}, {tuple(k.shape[:-2])}, {tuple(v.shape[:-2])}"
+        )
+    if k.shape[-2] < 1 or q.shape[-1] < 1:
+        raise ValueError(f"need N_k >= 1 and d >= 1, got k of shape {tuple(k.shape)}")
+
+
+def _check_scale(scale: Any, d: int) -> float:
+    if scale is None:
+        return 1.0 / math.sqrt(d)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+        raise TypeError(f"scale must be a finite float or None, got {scale!r}")
+    return float(scale)
+
+
+def _check_block(name: str, b: Any) -> int:
+    if isinstance(b, bool) or not isinstance(b, int):
+        raise TypeError(f"{name} must be a positive int, got {b!r}")
+    if b <= 0:
+        raise ValueError(f"{name} must be a positive int, got {b}")
+    return b
+
+
+def causal_mask(n_q: int, n_k: int, *, device: torch.device | str | None = None) -> torch.Tensor:
+    """The bottom-right aligned causal mask: ``True`` where query ``i`` may see key ``j``.
+
+    Query ``i`` sees key ``j`` when ``j <= i + (n_k - n_q)``, so the last query sees every key.
+    For ``n_q == n_k`` this is the usual lower-triangular mask.
+
+    Args:
+        n_q: number of queries.
+        n_k: number of keys.
+        device: where to build the mask.
+
+    Returns:
+        A bool tensor of shape ``(n_q, n_k)``.
+
+    Implements (online-softmax-causal).
+
+    >>> causal_mask(2, 3).int().tolist()
+    [[1, 1, 0], [1, 1, 1]]
+    """
+    for name, n in (("n_q", n_q), ("n_k", n_k)):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"{name} must be a non-negative int, got {n!r}")
+    rows = torch.arange(n_q, device=device).unsqueeze(-1)
+    cols = torch.arange(n_k, device=device)
+    return cols <= rows + (n_k - n_q)
+
+
+# ---------------------------------------------------------------------------------------------
+# the reference and the online softmax
+# ---------------------------------------------------------------------------------------------
+def softmax_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False, scale: float | None = None
+) -> torch.Tensor:
+    """Naive attention ``softmax(scale * q k^T) v``: builds the full ``N_q x N_k`` matrix.
+
+    The reference every faster version is checked against. Its extra memory grows as
+    ``N_q * N_k`` per head.
+
+    Args:
+        q: queries, shape ``(..., N_q, d)``.
+        k: keys, shape ``(..., N_k, d)``.
+        v: values, shape ``(..., N_k, d_v)``.
+        causal: apply the bottom-right aligned causal mask (see :func:`causal_mask`).
+        scale: the score scale; default ``1 / sqrt(d)``.
+
+    Returns:
+        The output, shape ``(..., N_q, d_v)``.
+
+    Raises:
+        TypeError: non-float or mixed dtypes.
+        ValueError: mismatched head dims, lengths or leading dims.
+
+    Implements (online-softmax-attention).
+
+    >>> q = torch.randn(3, 4); k = torch.randn(5, 4); v = torch.randn(5, 2)
+    >>> softmax_attention(q, k, v).shape
+    torch.Size([3, 2])
+    """
+    _check_qkv(q, k, v)
+    tau = _check_scale(scale, q.shape[-1])
+    s = (q @ k.transpose(-2, -1)) * tau  # (..., N_q, N_k)
+    if not causal:
+        return torch.softmax(s, dim=-1) @ v
+    visible = causal_mask(q.shape[-2], k.shape[-2], device=q.device)
+    p = torch.softmax(s.masked_fill(~visible, float("-inf")), dim=-1)
+    # rows that see no key are all -inf and softmax makes them NaN; define them as 0
+    p = torch.where(visible.any(-1, keepdim=True), p, torch.zeros((), dtype=p.dtype, device=p.device))
+    return p @ v
+
+
+def merge_softmax_states(
+    m_a: torch.Tensor, l_a: torch.Tensor, m_b: torch.Tensor, l_b: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge two partial softmax states ``(max, normalizer)`` into one.
+
+    A state ``(m, l)`` summarises a set of scores ``s`` by ``m = max s`` and
+    ``l = sum exp(s - m)``. Merging the states of two disjoint sets gives the state of their
+    union. The operator is associative and commutative, which is why tiles can be reduced in
+    any order and in parallel. An empty set has state ``(-inf, 0)``, the identity.
+
+    Args:
+        m_a, l_a: the first state (tensors of one shape).
+        m_b, l_b: the second state (same shape).
+
+    Returns:
+        ``(m, l)`` of the union, same shape.
+
+    Implements (online-softmax-merge).
+
+    >>> x = torch.tensor([1.0, 3.0, -2.0, 0.5])
+    >>> m, l = merge_softmax_states(x[:2].max(), torch.exp(x[:2] - x[:2].max()).sum(),
+    ...                             x[2:].max(), torch.exp(x[2:] - x[2:].max()).sum())
+    >>> bool(torch.isclose(m + l.log(), torch.logsumexp(x, 0)))
+    True
+    """
+    m = torch.maximum(m_a, m_b)
+    # where both states are empty, m is -inf and exp(-inf - -inf) would be NaN: shift by 0 there
+    m_safe = torch.where(torch.isneginf(m), torch.zeros_like(m), m)
+    return m, l_a * torch.exp(m_a - m_safe) + l_b * torch.exp(m_b - m_safe)
+
+
+def online_softmax(x: torch.Tensor, *, block_size: int) -> torch.Tensor:
+    """Softmax over the last dim, reading ``x`` one block of ``block_size`` entries at a time.
+
+    The first pass keeps only a running maximum ``m`` and a running normalizer ``l`` per row
+    and rescales ``l`` whenever the maximum grows; the second pass writes
+    ``exp(x - m) / l``. The last block may be shorter.
+
+    Args:
+        x: scores, shape ``(..., N)``, floating point, ``N >= 1``.
+        block_size: how many entries each step reads (a positive int).
+
+    Returns:
+        ``softmax(x, dim=-1)``, same shape as ``x``.
+
+    Raises:
+        TypeError: ``x`` not a float tensor, or ``block_size`` not an int.
+        ValueError: ``block_size <= 0`` or an empty last dim.
+
+    Implements (online-softmax-recurrence) and (online-softmax-safe).
+
+    >>> x = torch.tensor([[1.0, 2.0, 3.0, 4.0, 5.0]])
+    >>> bool(torch.allclose(online_softmax(x, block_size=2), torch.softmax(x, -1)))
+    True
+    """
+    _check_float("x", x)
+    block_size = _check_block("block_size", block_size)
+    if x.dim() == 0 or x.shape[-1] == 0:
+        raise ValueError(f"x must have a non-empty last dim, got shape {tuple(x.shape)}")
+    n = x.shape[-1]
+    m = torch.full((*x.shape[:-1], 1), float("-inf"), dtype=x.dtype, device=x.device)
+    l = torch.zeros_like(m)
+    for j0 in range(0, n, block_size):
+        xj = x[..., j0 : j0 + block_size]
+        m_new = torch.maximum(m, xj.amax(-1, keepdim=True))
+        # (online-softmax-recurrence): rescale the old sum to the new max, add the new block
+        l = l * torch.exp(m - m_new) + torch.exp(xj - m_new).sum(-1, keepdim=True)
+        m = m_new
+    return torch.exp(x - m) / l
+
+
+# ---------------------------------------------------------------------------------------------
+# FlashAttention, in the FlashAttention-2 form, with a hand-written backward
+# ---------------------------------------------------------------------------------------------
+def _flash_forward(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, tau: float, block_q: int, block_k: int,
+    need_lse: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Tiled forward on 3-D ``(B, N, d)`` tensors; returns ``out`` and ``lse`` ``(B, N_q)``.
+
+    Each tile's state is kept in log space: its log-sum-exp ``lse_t`` and its normalised
+    output ``o_t = softmax(s_t) v_t``, computed with torch's fused row softmax (one pass over
+    the tile instead of the four of max, subtract, exp and sum). Tiles are then combined with
+    the merge (online-softmax-merge-log). When only one key tile exists and no ``lse`` is
+    wanted, the tile's output is the answer and its ``lse`` is never formed.
+    """
+    b, n_q, _ = q.shape
+    n_k, d_v = k.shape[1], v.shape[2]
+    offset = n_k - n_q  # bottom-right alignment: row i sees keys j <= i + offset
+    outs, lses = [], []  # one entry per query block, concatenated once at the end
+    q = q * tau  # fold the scale into the queries once
+    k_t = k.transpose(1, 2)  # (B, d, N_k)
+    neg_inf = float("-inf")
+    # one scratch buffer for every score tile: no fresh allocation (and page faults) per tile
+    scratch = torch.empty(b * min(block_q, n_q) * min(block_k, n_k), dtype=q.dtype, device=q.device)
+    for i0 in range(0, n_q, block_q):
+        i1 = min(i0 + block_q, n_q)
+        q_i = q[:, i0:i1]  # (B, bq, d)
+        # (online-softmax-causal): key tiles that start after the last key visible to the
+        # block's last row are fully masked and never read
+        k_end = n_k if not causal else max(0, min(n_k, i1 + offset))
+        starts = range(0, k_end, block_k)
+        lse_i: torch.Tensor | None = None  # the block's state (lse_i, o_i); None = no key yet
+        o_i: torch.Tensor | None = None
+        for j0 in starts:
+            j1 = min(j0 + block_k, n_k)
+            s = scratch[: b * (i1 - i0) * (j1 - j0)].view(b, i1 - i0, j1 - j0)
+            torch.bmm(q_i, k_t[:, :, j0:j1], out=s)  # (B, bq, bk): scores of this tile
+            masked = causal and j1 - 1 > i0 + offset  # a tile on the diagonal
+            if masked:
+                s.masked_fill_(_tile_mask(i0, i1, j0, j1, offset, q.device), neg_inf)
+            if len(starts) == 1 and not masked and not need_lse:
+                o_i = torch.bmm(torch.softmax(s, dim=-1, out=s), v[:, j0:j1])  # the whole answer
+                break
+            m_t, arg = s.max(dim=-1, keepdim=True)  # (B, bq, 1) tile max and where it is
+            p = torch.softmax(s, dim=-1, out=s)  # exp(s - lse_t), one fused pass, in place
+            # lse_t = m_t - log p_max, because p at the max is exp(m_t - lse_t) >= 1 / bk
+            lse_t = m_t - torch.log(p.gather(-1, arg))
+            o_t = torch.bmm(p, v[:, j0:j1])  # (B, bq, d_v), normalised within the tile
+            if masked:  # rows that see no key of this tile hold NaN: make them empty states
+                seen = _tile_rows_seen(i0, i1, j0, offset, q.device)  # (bq, 1)
+                lse_t = torch.where(seen, lse_t, neg_inf)
+                o_t = torch.where(seen, o_t, 0.0)
+            if lse_i is None or o_i is None:
+                lse_i, o_i = lse_t, o_t
+                continue
+            # (online-softmax-merge-log): combine (lse_i, o_i) with (lse_t, o_t)
+            lse_new = torch.logaddexp(lse_i, lse_t)
+            shift = torch.where(torch.isneginf(lse_new), 0.0, lse_new)  # both empty: keep 0
+            o_i = o_i * torch.exp(lse_i - shift) + o_t * torch.exp(lse_t - shift)
+            lse_i = lse_new
+        if o_i is None:  # every key is hidden from this block (N_q > N_k): the empty state
+            o_i = torch.zeros((b, i1 - i0, d_v), dtype=q.dtype, device=q.device)
+        if lse_i is None:
+            lse_i = torch.full((b, i1 - i0, 1), neg_inf, dtype=q.dtype, device=q.device)
+        outs.append(o_i)
+        lses.append(lse_i)
+    out = torch.cat(outs, dim=1)  # (B, N_q, d_v)
+    if not need_lse:
+        return out, None
+    return out, torch.cat(lses, dim=1).squeeze(-1)  # (online-softmax-lse): (B, N_q)
+
+
+def _tile_rows_seen(i0: int, i1: int, j0: int, offset: int, device: torch.device) -> torch.Tensor:
+    """``True`` for the rows i0:i1 that see at least one key at or after ``j0``: ``(bq, 1)``."""
+    return (torch.arange(i0, i1, device=device) + offset >= j0).unsqueeze(-1)
+
+
+def _tile_mask(i0: int, i1: int, j0: int, j1: int, offset: int, device: torch.device) -> torch.Tensor:
+    """``True`` where key ``j`` is *hidden* from query ``i`` in the tile rows i0:i1, cols j0:j1."""
+    rows = torch.arange(i0, i1, device=device).unsqueeze(-1)
+    cols = torch.arange(j0, j1, device=device)
+    return cols > rows + offset
+
+
+def _flash_backward(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
+    d_out: torch.Tensor, causal: bool, tau: float, block_q: int, block_k: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Tiled backward on 3-D tensors, recomputing ``P`` from the saved log-sum-exp."""
+    n_q, n_k = q.shape[1], k.shape[1]
+    offset = n_k - n_q
+    d_q, d_k, d_v = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+    # (online-softmax-bwd-D): D_i = rowsum(dO * O) = sum_j P_ij dP_ij
+    big_d = (d_out * out).sum(-1, keepdim=True)  # (B, N_q, 1)
+    # rows that saw no key have lse = -inf; +inf there makes their recomputed P exactly 0
+    lse = torch.where(torch.isneginf(lse), float("inf"), lse).unsqueeze(-1)  # (B, N_q, 1)
+    for i0 in range(0, n_q, block_q):
+        i1 = min(i0 + block_q, n_q)
+        q_i, do_i = q[:, i0:i1], d_out[:, i0:i1]
+        k_end = n_k if not causal else max(0, min(n_k, i1 + offset))
+        for j0 in range(0, k_end, block_k):
+            j1 = min(j0 + block_k, n_k)
+            k_j, v_j = k[:, j0:j1], v[:, j0:j1]
+            s = torch.bmm(q_i, k_j.transpose(1, 2)).mul_(tau)
+            if causal and j1 - 1 > i0 + offset:
+                s.masked_fill_(_tile_mask(i0, i1, j0, j1, offset, q.device), float("-inf"))
+            p = s.sub_(lse[:, i0:i1]).exp_()  # (online-softmax-bwd-P): P recomputed, not stored
+            d_v[:, j0:j1].baddbmm_(p.transpose(1, 2), do_i)  # dV = P^T dO
+            d_p = torch.bmm(do_i, v_j.transpose(1, 2))  # dP = dO V^T
+            d_s = p.mul_(d_p.sub_(big_d[:, i0:i1]))  # dS = P * (dP - D)
+            d_q[:, i0:i1].baddbmm_(d_s, k_j, alpha=tau)  # dQ = tau dS K
+            d_k[:, j0:j1].baddbmm_(d_s.transpose(1, 2), q_i, alpha=tau)  # dK = tau dS^T Q
+    return d_q, d_k, d_v
+
+
+class _FlashAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, tau: float,
+                block_q: int, block_k: int, return_lse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        ctx.return_lse = return_lse
+        need_lse = ctx.return_lse or any(ctx.needs_input_grad[:3])
+        out, lse = _flash_forward(q, k, v, causal, tau, block_q, block_k, need_lse)
+        if lse is None:  # nobody will read it: an empty placeholder keeps the outputs fixed
+            lse = out.new_empty((0,))
+        ctx.save_for_backward(q, k, v, out, lse)  # O(N d) saved: no N x N matrix
+        ctx.causal, ctx.tau, ctx.block_q, ctx.block_k = causal, tau, block_q, block_k
+        ctx.mark_non_differentiable(lse)
+        return out, lse
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, d_out: torch.Tensor, _d_lse: Any) -> tuple[Any, ...]:
+        q, k, v, out, lse = ctx.saved_tensors
+        d_q, d_k, d_v = _flash_backward(q, k, v, out, lse, d_out.contiguous(), ctx.causal, ctx.tau,
+                                        ctx.block_q, ctx.block_k)
+        return d_q, d_k, d_v, None, None, None, None, None
+
+
+def flash_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    causal: bool = False,
+    scale: float | None = None,
+    block_q: int | None = None,
+    block_k: int | None = None,
+    return_lse: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Exact attention computed tile by tile, never holding the ``N_q x N_k`` matrix.
+
+    The FlashAttention-2 loop: for each block of ``block_q`` queries, sweep the key/value
+    tiles of ``block_k`` rows, keeping a running max ``m``, normaliser ``l`` and an
+    unnormalised output accumulator; divide once at the end and keep ``lse = m + log l`` per
+    query for the backward pass. With ``causal=True`` key tiles that are fully masked are
+    skipped. The backward pass is hand-written: it recomputes each tile's weights from the
+    saved ``lse`` and uses ``D = rowsum(dO * O)``. It is differentiable once (no
+    double-backward).
+
+    Args:
+        q: queries, shape ``(..., N_q, d)``.
+        k: keys, shape ``(..., N_k, d)``; leading dims equal to those of ``q``.
+        v: values, shape ``(..., N_k, d_v)``.
+        causal: bottom-right aligned causal mask: query ``i`` sees key ``j`` if
+            ``j <= i + (N_k - N_q)``. For ``N_q == N_k`` this equals
+            ``scaled_dot_product_attention(..., is_causal=True)``.
+        scale: the score scale; default ``1 / sqrt(d)``.
+        block_q: queries per block (default ``DEFAULT_BLOCK_Q``).
+        block_k: keys per tile (default ``DEFAULT_BLOCK_K``). Lengths need not be multiples.
+        return_lse: also return the log-sum-exp of each query's scaled scores.
+
+    Returns:
+        ``out`` of shape ``(..., N_q, d_v)``, or ``(out, lse)`` with ``lse`` of shape
+        ``(..., N_q)`` (``-inf`` for a query that sees no key; its output is 0).
+
+    Raises:
+        TypeError: non-float or mixed dtypes, non-int block sizes.
+        ValueError: mismatched head dims, lengths or leading dims; non-positive block sizes.
+
+    Implements (online-softmax-fa2), (online-softmax-lse), (online-softmax-causal) and (online-softmax-bwd-D).
+
+    >>> q, k, v = torch.randn(2, 7, 4), torch.randn(2, 9, 4), torch.randn(2, 9, 3)
+    >>> out = flash_attention(q, k, v, causal=True, block_q=3, block_k=4)
+    >>> bool(torch.allclose(out, softmax_attention(q, k, v, causal=True), atol=1e-6))
+    True
+    """
+    _check_qkv(q, k, v)
+    tau = _check_scale(scale, q.shape[-1])
+    block_q = DEFAULT_BLOCK_Q if block_q is None else _check_block("block_q", block_q)
+    block_k = DEFAULT_BLOCK_K if block_k is None else _check_block("block_k", block_k)
+    lead = q.shape[:-2]
+    batch = math.prod(lead)
+    # flatten (batch, heads, ...) into one dim so every tile product is a single bmm
+    q3 = q.reshape(batch, q.shape[-2], q.shape[-1])  # (B, N_q, d)
+    k3 = k.reshape(batch, k.shape[-2], k.shape[-1])  # (B, N_k, d)
+    v3 = v.reshape(batch, v.shape[-2], v.shape[-1])  # (B, N_k, d_v)
+    out, lse = _FlashAttention.apply(q3, k3, v3, bool(causal), tau, block_q, block_k, bool(return_lse))
+    out = out.reshape(*lead, q.shape[-2], v.shape[-1])
+    if return_lse:
+        return out, lse.reshape(*lead, q.shape[-2])
+    return out
+
+
+def attention_tile_states(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, block_k: int, scale: float | None = None
+) -> list[dict[str, torch.Tensor]]:
+    """The running state of the FlashAttention-1 loop after each key/value tile.
+
+    Meant for watching the algorithm: after tile ``t`` the state holds the running max ``m``,
+    normaliser ``l`` and the *normalised* partial output ``o`` (the FlashAttention-1 form,
+    which rescales ``o`` by ``l_old exp(m_old - m_new) / l_new`` at every step). After the last
+    tile ``o`` equals the attention output.
+
+    Args:
+        q: queries, shape ``(..., N_q, d)``.
+        k: keys, shape ``(..., N_k, d)``.
+        v: values, shape ``(..., N_k, d_v)``.
+        block_k: keys per tile.
+        scale: the score scale; default ``1 / sqrt(d)``.
+
+    Returns:
+        One dict per tile with ``m`` and ``l`` of shape ``(..., N_q)``, ``o`` of shape
+        ``(..., N_q, d_v)`` and ``keys``, the ``(start, stop)`` of the tile as a tuple.
+
+    Implements (online-softmax-fa1).
+
+    >>> q, k, v = torch.randn(3, 4), torch.randn(10, 4), torch.randn(10, 2)
+    >>> states = attention_tile_states(q, k, v, block_k=4)
+    >>> len(states), bool(torch.allclose(states[-1]["o"], softmax_attention(q, k, v), atol=1e-6))
+    (3, True)
+    """
+    _check_qkv(q, k, v)
+    tau = _check_scale(scale, q.shape[-1])
+    block_k = _check_block("block_k", block_k)
+    n_k = k.shape[-2]
+    m = torch.full((*q.shape[:-1], 1), float("-inf"), dtype=q.dtype, device=q.device)
+    l = torch.zeros_like(m)
+    o = torch.zeros((*q.shape[:-1], v.shape[-1]), dtype=q.dtype, device=q.device)
+    states = []
+    for j0 in range(0, n_k, block_k):
+        j1 = min(j0 + block_k, n_k)
+        s = (q @ k[..., j0:j1, :].transpose(-2, -1)) * tau  # (..., N_q, bk)
+        m_new = torch.maximum(m, s.amax(-1, keepdim=True))
+        p = torch.exp(s - m_new)
+        l_new = l * torch.exp(m - m_new) + p.sum(-1, keepdim=True)
+        # (online-softmax-fa1): re-weight the old normalised output, add the new tile's share
+        o = (l * torch.exp(m - m_new) * o + p @ v[..., j0:j1, :]) / l_new
+        m, l = m_new, l_new
+        states.append({"m": m.squeeze(-1), "l": l.squeeze(-1), "o": o, "keys": (j0, j1)})
+    return states
+
+
+# ---------------------------------------------------------------------------------------------
+# linear attention
+# ---------------------------------------------------------------------------------------------
+def _feature_map(name: str | Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    if callable(name):
+        return name
+    if name == "elu":
+        return lambda x: F.elu(x) + 1.0  # positive, so every normaliser is > 0
+    if name == "relu":
+        return F.relu
+    raise ValueError(f"feature_map must be 'elu', 'relu' or a callable, got {name!r}")
+
+
+def linear_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    causal: bool = False,
+    feature_map: str | Callable[[torch.Tensor], torch.Tensor] = "elu",
+    chunk_size: int = 64,
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    """Linear attention: softmax replaced by a feature-map kernel, computed in O(N).
+
+    Row ``i`` of the output is ``phi(q_i)^T S / (phi(q_i)^T z)`` with
+    ``S = sum_j phi(k_j) v_j^T`` and ``z = sum_j phi(k_j)``, the sums running over all keys,
+    or, with ``causal=True``, over keys ``j <= i`` (queries and keys aligned top-left, which
+    needs ``N_q == N_k``). The causal form is computed chunk by chunk: a masked quadratic
+    product inside each chunk of ``chunk_size`` positions plus the running state of all earlier
+    chunks, so its cost is ``O(N (chunk_size + d) d_v)``.
+
+    Args:
+        q: queries, shape ``(..., N_q, d)``.
+        k: keys, shape ``(..., N_k, d)``.
+        v: values, shape ``(..., N_k, d_v)``.
+        causal: prefix sums instead of full sums (requires ``N_q == N_k``).
+        feature_map: ``"elu"`` for ``elu(x) + 1`` (default), ``"relu"``, or a callable
+            applied elementwise-style to ``(..., N, d)`` tensors; it must return non-negative
+            features.
+        chunk_size: positions per chunk in the causal form.
+        eps: added to the normaliser, guarding against all-zero features (e.g. with relu).
+
+    Returns:
+        The output, shape ``(..., N_q, d_v)``.
+
+    Raises:
+        TypeError: non-float or mixed dtypes.
+        ValueError: mismatched shapes, unknown feature map, ``causal`` with ``N_q != N_k``,
+            non-positive ``chunk_size``.
+
+    Implements (linear-attention-assoc) and (linear-attention-chunk).
+
+    >>> q, k, v = torch.randn(6, 4), torch.randn(6, 4), torch.randn(6, 3)
+    >>> a = linear_attention(q, k, v, causal=True, chunk_size=4)
+    >>> bool(torch.allclose(a, linear_attention_recurrent(q, k, v), atol=1e-5))
+    True
+    """
+    _check_qkv(q, k, v)
+    phi = _feature_map(feature_map)
+    chunk_size = _check_block("chunk_size", chunk_size)
+    if not causal:
+        fq, fk = phi(q), phi(k)  # (..., N_q, d), (..., N_k, d)
+        s = fk.transpose(-2, -1) @ v  # (..., d, d_v): sum_j phi(k_j) v_j^T
+        z = fk.sum(-2)  # (..., d)
+        num = fq @ s  # (..., N_q, d_v)
+        den = (fq * z.unsqueeze(-2)).sum(-1, keepdim=True)  # (..., N_q, 1)
+        return num / (den + eps)
+    n = q.shape[-2]
+    if k.shape[-2] != n:
+        raise ValueError(f"causal linear attention needs N_q == N_k, got {n} and {k.shape[-2]}")
+    fq, fk = phi(q), phi(k)
+    d, d_v = q.shape[-1], v.shape[-1]
+    s = torch.zeros((*q.shape[:-2], d, d_v), dtype=q.dtype, device=q.device)  # state S
+    z = torch.zeros((*q.shape[:-2], 1, d), dtype=q.dtype, device=q.device)  # state z
+    outs = []
+    for c0 in range(0, n, chunk_size):
+        c1 = min(c0 + chunk_size, n)
+        fq_c, fk_c, v_c = fq[..., c0:c1, :], fk[..., c0:c1, :], v[..., c0:c1, :]
+        a = torch.tril(fq_c @ fk_c.transpose(-2, -1))  # (..., c, c): within-chunk, j <= i
+        # (linear-attention-chunk): earlier chunks through the state, this chunk directly
+        num = fq_c @ s + a @ v_c
+        den = (fq_c * z).sum(-1, keepdim=True) + a.sum(-1, keepdim=True)
+        outs.append(num / (den + eps))
+        s = s + fk_c.transpose(-2, -1) @ v_c
+        z = z + fk_c.sum(-2, keepdim=True)
+    return torch.cat(outs, dim=-2)
+
+
+def linear_attention_recurrent(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    feature_map: str | Callable[[torch.Tensor], torch.Tensor] = "elu",
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    """Causal linear attention as an RNN, one position at a time.
+
+    The state is ``S_t = S_{t-1} + phi(k_t) v_t^T`` and ``z_t = z_{t-1} + phi(k_t)``, and the
+    output is ``phi(q_t)^T S_t / (phi(q_t)^T z_t)``. This is the form used for decoding; it
+    is slow in Python and exists to check :func:`linear_attention`.
+
+    Args:
+        q: queries, shape ``(..., N, d)``.
+        k: keys, shape ``(..., N, d)``.
+        v: values, shape ``(..., N, d_v)``.
+        feature_map: as in :func:`linear_attention`.
+        eps: as in :func:`linear_attention`.
+
+    Returns:
+        The output, shape ``(..., N, d_v)``.
+
+    Raises:
+        TypeError: non-float or mixed dtypes.
+        ValueError: mismatched shapes or ``N_q != N_k``.
+
+    Implements (linear-attention-rnn).
+    """
+    _check_qkv(q, k, v)
+    if q.shape[-2] != k.shape[-2]:
+        raise ValueError(f"the recurrent form needs N_q == N_k, got {q.shape[-2]} and {k.shape[-2]}")
+    phi = _feature_map(feature_map)
+    fq, fk = phi(q), phi(k)
+    s = torch.zeros((*q.shape[:-2], q.shape[-1], v.shape[-1]), dtype=q.dtype, device=q.device)
+    z = torch.zeros((*q.shape[:-2], q.shape[-1]), dtype=q.dtype, device=q.device)
+    outs = []
+    for t in range(q.shape[-2]):
+        s = s + fk[..., t, :, None] * v[..., t, None, :]  # S_t = S_{t-1} + phi(k_t) v_t^T
+        z = z + fk[..., t, :]
+        num = (fq[..., t, :, None] * s).sum(-2)  # phi(q_t)^T S_t: (..., d_v)
+        den = (fq[..., t, :] * z).sum(-1, keepdim=True)
+        outs.append(num / (den + eps))
+    return torch.stack(outs, dim=-2)
+
+
+# ---------------------------------------------------------------------------------------------
+# drawing
+# ---------------------------------------------------------------------------------------------
+def plot_attention(
+    weights: Any,
+    ax: Any = None,
+    *,
+    query: int | None = None,
+    title: str | None = None,
+    xlabel: str = "key j",
+    ylabel: str = "query i",
+    tokens: list[str] | None = None,
+    colorbar: bool = True,
+    vmax: float | None = None,
+) -> Any:
+    """Draw an attention-weight matrix as a heatmap; reused by every attention lab.
+
+    Args:
+        weights: a 2-D tensor or array ``(N_q, N_k)`` of weights (rows usually sum to 1).
+        ax: the matplotlib Axes to draw on; a new figure is made when None.
+        query: if given, outline that query's row.
+        title: the axes title.
+        xlabel, ylabel: axis labels.
+        tokens: optional labels for both axes (when ``N_q == N_k``, e.g. tokens of a sequence).
+        colorbar: add a colour bar.
+        vmax: the top of the colour scale (default: the largest weight).
+
+    Returns:
+        The Axes drawn on.
+
+    Raises:
+        ValueError: ``weights`` is not 2-D, or ``query`` is out of range.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.patches import Rectangle
+
+    w = weights.detach().to("cpu", torch.float32).numpy() if isinstance(weights, torch.Tensor) else np.asarray(weights)
+    if w.ndim != 2:
+        raise ValueError(f"weights must be 2-D (N_q, N_k), got shape {w.shape}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4, 3.5))
+    im = ax.imshow(w, cmap="viridis", vmin=0.0, vmax=vmax if vmax is not None else float(np.nanmax(w)),
+                   aspect="auto", interpolation="nearest")
+    ax.grid(False)
+    if query is not None:
+        if not 0 <= query < w.shape[0]:
+            raise ValueError(f"query must be in [0, {w.shape[0]}), got {query}")
+        ax.add_patch(Rectangle((-0.5, query - 0.5), w.shape[1], 1, fill=False, edgecolor="#D55E00", lw=2))
+    if tokens is not None:
+        ax.set_xticks(range(len(tokens)), tokens, fontsize=7, rotation=90)
+        ax.set_yticks(range(len(tokens)), tokens, fontsize=7)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    if colorbar:
+        ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    return ax

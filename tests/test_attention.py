@@ -1,0 +1,313 @@
+"""Tests for minilib.attention (and minilib.bench): against torch built-ins and brute force."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minilib import bench
+from minilib.attention import (
+    attention_tile_states,
+    causal_mask,
+    flash_attention,
+    linear_attention,
+    linear_attention_recurrent,
+    merge_softmax_states,
+    online_softmax,
+    plot_attention,
+    softmax_attention,
+)
+
+TOL = {"atol": 1e-5, "rtol": 1e-5}
+
+
+def _qkv(lead=(2, 3), n_q=9, n_k=9, d=8, d_v=5, seed=0, dtype=torch.float32, grad=False):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(*lead, n_q, d, generator=g, dtype=dtype)
+    k = torch.randn(*lead, n_k, d, generator=g, dtype=dtype)
+    v = torch.randn(*lead, n_k, d_v, generator=g, dtype=dtype)
+    return tuple(t.requires_grad_(grad) for t in (q, k, v))
+
+
+def _sdpa(q, k, v, causal, scale=None):
+    """torch's SDPA with our bottom-right causal convention passed as an explicit mask."""
+    mask = causal_mask(q.shape[-2], k.shape[-2]) if causal else None
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+
+
+# --- the reference ----------------------------------------------------------------------------
+@pytest.mark.parametrize("causal", [False, True])
+def test_softmax_attention_matches_sdpa(causal):
+    q, k, v = _qkv(n_q=6, n_k=11)
+    torch.testing.assert_close(softmax_attention(q, k, v, causal=causal), _sdpa(q, k, v, causal), **TOL)
+
+
+def test_causal_square_is_sdpa_is_causal():
+    q, k, v = _qkv(n_q=13, n_k=13)
+    ref = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    torch.testing.assert_close(flash_attention(q, k, v, causal=True, block_q=4, block_k=5), ref, **TOL)
+    torch.testing.assert_close(softmax_attention(q, k, v, causal=True), ref, **TOL)
+
+
+def test_causal_mask_bottom_right():
+    m = causal_mask(2, 4)
+    assert m.tolist() == [[True, True, True, False], [True, True, True, True]]
+    assert causal_mask(3, 1).tolist() == [[False], [False], [True]]
+
+
+# --- online softmax and the merge --------------------------------------------------------------
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(1, 40), block=st.integers(1, 50), rows=st.integers(1, 3), shift=st.floats(-50, 50))
+def test_online_softmax_matches_torch(n, block, rows, shift):
+    x = torch.randn(rows, n, generator=torch.Generator().manual_seed(n * 7 + block)) * 5 + shift
+    torch.testing.assert_close(online_softmax(x, block_size=block), torch.softmax(x, -1), **TOL)
+
+
+def test_online_softmax_does_not_overflow():
+    x = torch.tensor([[1000.0, 1001.0, -1000.0, 999.0]])
+    out = online_softmax(x, block_size=1)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, torch.softmax(x, -1), **TOL)
+
+
+def _state(x):
+    m = x.max()
+    return m, torch.exp(x - m).sum()
+
+
+@settings(max_examples=20, deadline=None)
+@given(sizes=st.lists(st.integers(1, 6), min_size=3, max_size=3), seed=st.integers(0, 1000))
+def test_merge_is_associative_and_gives_logsumexp(sizes, seed):
+    x = torch.randn(sum(sizes), generator=torch.Generator().manual_seed(seed)) * 10
+    a, b, c = torch.split(x, sizes)
+    sa, sb, sc = _state(a), _state(b), _state(c)
+    left = merge_softmax_states(*merge_softmax_states(*sa, *sb), *sc)
+    right = merge_softmax_states(*sa, *merge_softmax_states(*sb, *sc))
+    swapped = merge_softmax_states(*sc, *merge_softmax_states(*sb, *sa))
+    for m, l in (left, right, swapped):
+        torch.testing.assert_close(m + l.log(), torch.logsumexp(x, 0), **TOL)
+        assert m == x.max()
+
+
+def test_merge_identity_is_the_empty_state():
+    empty = (torch.tensor(float("-inf")), torch.tensor(0.0))
+    m, l = merge_softmax_states(*empty, *empty)
+    assert m == float("-inf") and l == 0  # no NaN from -inf - -inf
+    s = _state(torch.tensor([0.5, 2.0]))
+    torch.testing.assert_close(merge_softmax_states(*empty, *s), s)
+
+
+# --- flash attention: forward ------------------------------------------------------------------
+@settings(max_examples=20, deadline=None)
+@given(
+    n_q=st.integers(1, 24), n_k=st.integers(1, 24), d=st.integers(1, 9), d_v=st.integers(1, 6),
+    block_q=st.integers(1, 12), block_k=st.integers(1, 12), causal=st.booleans(),
+    lead=st.sampled_from([(), (2,), (2, 3)]),
+)
+def test_flash_matches_sdpa_and_logsumexp(n_q, n_k, d, d_v, block_q, block_k, causal, lead):
+    q, k, v = _qkv(lead, n_q, n_k, d, d_v, seed=n_q + 41 * n_k)
+    out, lse = flash_attention(q, k, v, causal=causal, block_q=block_q, block_k=block_k, return_lse=True)
+    assert out.shape == (*lead, n_q, d_v) and lse.shape == (*lead, n_q)
+    s = (q @ k.transpose(-2, -1)) / math.sqrt(d)
+    if causal:
+        mask = causal_mask(n_q, n_k)
+        s = s.masked_fill(~mask, float("-inf"))
+        seen = mask.any(-1)  # rows that see at least one key (all of them when n_q <= n_k)
+    else:
+        seen = torch.ones(n_q, dtype=torch.bool)
+    torch.testing.assert_close(out[..., seen, :], _sdpa(q, k, v, causal)[..., seen, :], **TOL)
+    torch.testing.assert_close(lse[..., seen], torch.logsumexp(s, -1)[..., seen], **TOL)
+    # the rows that see nothing: output 0, lse -inf (the empty state)
+    assert (out[..., ~seen, :] == 0).all() and torch.isneginf(lse[..., ~seen]).all()
+
+
+def test_flash_default_blocks_and_scale():
+    q, k, v = _qkv(n_q=70, n_k=130, d=16)
+    torch.testing.assert_close(flash_attention(q, k, v, scale=0.3), _sdpa(q, k, v, False, scale=0.3), **TOL)
+
+
+def test_flash_several_key_tiles_and_causal_skip():
+    q, k, v = _qkv(lead=(1,), n_q=50, n_k=300, d=4)
+    for causal in (False, True):
+        out = flash_attention(q, k, v, causal=causal, block_q=16, block_k=64)
+        torch.testing.assert_close(out, _sdpa(q, k, v, causal), **TOL)
+
+
+def test_flash_float64():
+    q, k, v = _qkv(n_q=5, n_k=12, dtype=torch.float64)
+    out = flash_attention(q, k, v, causal=True, block_q=2, block_k=5)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, _sdpa(q, k, v, True), atol=1e-12, rtol=1e-12)
+
+
+def test_tile_states_end_at_the_answer():
+    q, k, v = _qkv(lead=(), n_q=4, n_k=23)
+    states = attention_tile_states(q, k, v, block_k=5)
+    assert [s["keys"] for s in states][-1] == (20, 23) and len(states) == 5
+    torch.testing.assert_close(states[-1]["o"], softmax_attention(q, k, v), **TOL)
+    s = (q @ k.T) / math.sqrt(q.shape[-1])
+    torch.testing.assert_close(states[-1]["m"] + states[-1]["l"].log(), torch.logsumexp(s, -1), **TOL)
+    # after tile t, the state is exactly that of attention over the first keys only
+    j1 = states[1]["keys"][1]
+    torch.testing.assert_close(states[1]["o"], softmax_attention(q, k[:j1], v[:j1]), **TOL)
+
+
+# --- flash attention: backward -----------------------------------------------------------------
+@pytest.mark.parametrize("n_q,n_k,causal", [(9, 9, False), (9, 9, True), (6, 15, True), (15, 6, True), (7, 20, False)])
+def test_flash_gradients_match_sdpa(n_q, n_k, causal):
+    q, k, v = _qkv(n_q=n_q, n_k=n_k, grad=True)
+    g = torch.randn(2, 3, n_q, 5, generator=torch.Generator().manual_seed(1))
+    ours = torch.autograd.grad((flash_attention(q, k, v, causal=causal, block_q=4, block_k=3) * g).sum(), (q, k, v))
+    ref = softmax_attention(q, k, v, causal=causal)  # autograd through the naive reference
+    if causal and n_q > n_k:  # SDPA yields NaN on the rows that see no key; compare to naive
+        theirs = torch.autograd.grad((ref * g).sum(), (q, k, v))
+    else:
+        theirs = torch.autograd.grad((_sdpa(q, k, v, causal) * g).sum(), (q, k, v))
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, **TOL)
+
+
+def test_flash_gradcheck_float64():
+    q, k, v = _qkv(lead=(2,), n_q=5, n_k=7, d=3, d_v=2, dtype=torch.float64, grad=True)
+    fn = lambda q, k, v: flash_attention(q, k, v, causal=True, block_q=2, block_k=3)
+    assert torch.autograd.gradcheck(fn, (q, k, v))
+
+
+# --- devices -----------------------------------------------------------------------------------
+def test_everything_runs_on_meta():
+    q, k, v = (t.to("meta") for t in _qkv(n_q=10, n_k=12))
+    for causal in (False, True):
+        out, lse = flash_attention(q, k, v, causal=causal, block_q=3, block_k=5, return_lse=True)
+        assert out.device.type == "meta" and out.shape == (2, 3, 10, 5) and lse.shape == (2, 3, 10)
+        assert softmax_attention(q, k, v, causal=causal).device.type == "meta"
+    qg = q.clone().requires_grad_(True)
+    flash_attention(qg, k, v, causal=True, block_q=4, block_k=4).sum().backward()
+    assert qg.grad.device.type == "meta"
+    assert online_softmax(q, block_size=3).device.type == "meta"
+    assert merge_softmax_states(q, q, k[..., :10, :], k[..., :10, :])[0].device.type == "meta"
+    assert attention_tile_states(q, k, v, block_k=5)[-1]["o"].device.type == "meta"
+    qs, ks, vs = (t[..., :10, :] for t in (q, k, v))
+    assert linear_attention(qs, ks, vs, causal=True, chunk_size=4).device.type == "meta"
+    assert linear_attention(q, k, v).device.type == "meta"
+    assert linear_attention_recurrent(qs, ks, vs).device.type == "meta"
+
+
+# --- bad input ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("fn", [softmax_attention, flash_attention, linear_attention])
+def test_bad_input(fn):
+    q, k, v = _qkv(n_q=4, n_k=6)
+    with pytest.raises(ValueError, match="head dim"):
+        fn(q, k[..., :3], v)
+    with pytest.raises(ValueError, match="same length"):
+        fn(q, k, v[..., :5, :])
+    with pytest.raises(ValueError, match="leading"):
+        fn(q, k[:1], v[:1])
+    with pytest.raises(TypeError, match="floating-point"):
+        fn(q.long(), k, v)
+    with pytest.raises(TypeError, match="share a dtype"):
+        fn(q, k.double(), v)
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        fn(q.tolist(), k, v)
+    with pytest.raises(ValueError, match="at least 2 dims"):
+        fn(q[0, 0, 0], k, v)
+
+
+def test_bad_blocks_and_scale():
+    q, k, v = _qkv(n_q=4, n_k=6)
+    for name in ("block_q", "block_k"):
+        with pytest.raises(ValueError, match=name):
+            flash_attention(q, k, v, **{name: 0})
+        with pytest.raises(ValueError, match=name):
+            flash_attention(q, k, v, **{name: -3})
+        with pytest.raises(TypeError, match=name):
+            flash_attention(q, k, v, **{name: 2.0})
+    with pytest.raises(TypeError, match="scale"):
+        flash_attention(q, k, v, scale=float("nan"))
+    with pytest.raises(ValueError, match="block_size"):
+        online_softmax(q, block_size=0)
+    with pytest.raises(TypeError, match="floating-point"):
+        online_softmax(torch.arange(5), block_size=2)
+    with pytest.raises(ValueError, match="non-empty"):
+        online_softmax(torch.zeros(3, 0), block_size=2)
+    with pytest.raises(ValueError, match="block_k"):
+        attention_tile_states(q, k, v, block_k=0)
+    with pytest.raises(ValueError, match="n_q"):
+        causal_mask(-1, 3)
+
+
+# --- linear attention --------------------------------------------------------------------------
+def _phi(x):
+    return F.elu(x) + 1
+
+
+def _brute_linear(q, k, v, causal):
+    """Quadratic form: weights phi(q_i).phi(k_j), masked to j <= i, normalised by their row sum."""
+    a = _phi(q) @ _phi(k).transpose(-2, -1)  # (..., N_q, N_k)
+    if causal:
+        a = a * torch.ones(q.shape[-2], k.shape[-2]).tril()
+    return (a @ v) / a.sum(-1, keepdim=True)
+
+
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(1, 30), d=st.integers(1, 6), chunk=st.integers(1, 12), lead=st.sampled_from([(), (2,), (2, 2)]))
+def test_causal_linear_equals_recurrent_and_brute_force(n, d, chunk, lead):
+    q, k, v = _qkv(lead, n, n, d, 3, seed=n * 13 + d)
+    par = linear_attention(q, k, v, causal=True, chunk_size=chunk)
+    torch.testing.assert_close(par, linear_attention_recurrent(q, k, v), **TOL)
+    torch.testing.assert_close(par, _brute_linear(q, k, v, True), **TOL)
+
+
+def test_noncausal_linear_equals_brute_force():
+    q, k, v = _qkv(n_q=7, n_k=12)
+    torch.testing.assert_close(linear_attention(q, k, v), _brute_linear(q, k, v, False), **TOL)
+
+
+def test_linear_attention_custom_map_and_errors():
+    q, k, v = _qkv(n_q=6, n_k=6)
+    ours = linear_attention(q, k, v, feature_map=_phi)
+    torch.testing.assert_close(ours, linear_attention(q, k, v), **TOL)
+    with pytest.raises(ValueError, match="feature_map"):
+        linear_attention(q, k, v, feature_map="tanh")
+    with pytest.raises(ValueError, match="N_q == N_k"):
+        linear_attention(q[..., :4, :], k, v, causal=True)
+    with pytest.raises(ValueError, match="N_q == N_k"):
+        linear_attention_recurrent(q[..., :4, :], k, v)
+    with pytest.raises(ValueError, match="chunk_size"):
+        linear_attention(q, k, v, causal=True, chunk_size=0)
+
+
+# --- drawing and measuring ---------------------------------------------------------------------
+def test_plot_attention():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    w = torch.softmax(torch.randn(5, 5), -1)
+    ax = plot_attention(w, query=2, title="w", tokens=list("abcde"))
+    assert ax.get_title() == "w" and len(ax.patches) == 1
+    plt.close(ax.figure)
+    with pytest.raises(ValueError, match="2-D"):
+        plot_attention(torch.ones(3))
+    with pytest.raises(ValueError, match="query"):
+        plot_attention(w, query=9)
+    plt.close("all")
+
+
+def test_bench_helpers():
+    assert bench.time_call(lambda: None, repeats=2) >= 0
+    with pytest.raises(ValueError, match="repeats"):
+        bench.time_call(lambda: None, repeats=0)
+    with pytest.raises(TypeError, match="callable"):
+        bench.extra_peak_memory(3)
+    result, extra = bench.extra_peak_memory(lambda: torch.ones(2_000_000))  # 8 MB
+    assert result.shape == (2_000_000,)
+    if bench.memory_supported():
+        assert 7e6 < extra < 12e6
+    else:
+        assert extra is None
