@@ -1,0 +1,721 @@
+"""Flows: coupling layers, ODE integration, flow matching and rectified flow.
+
+The chapters of the part "Flows and beyond" build on each other: a normalizing flow is a
+stack of invertible maps (``AffineCoupling``), a continuous normalizing flow is the limit of
+infinitely many small ones (``odeint`` and ``divergence``), flow matching trains its velocity
+field by regression (``cfm_pair``), and rectified flow straightens it (``straightness``).
+
+Convention: in this part time runs from **noise at t = 0** to **data at t = 1**, as in the
+flow-matching literature. (The diffusion part runs the other way.) A normalizing flow's
+``forward`` maps data to noise (the "normalizing" direction) and its ``inverse`` generates.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+__all__ = [
+    "AffineCoupling",
+    "cfm_pair",
+    "cnf_log_prob",
+    "divergence",
+    "flow_log_prob",
+    "flow_sample",
+    "gaussian_fm_velocity",
+    "odeint",
+    "path_coefficients",
+    "score_from_velocity",
+    "straightness",
+    "velocity_from_score",
+]
+
+#: An ODE state: one tensor, or a tuple of tensors integrated together (an augmented state).
+State = torch.Tensor | tuple[torch.Tensor, ...]
+
+_METHODS = ("euler", "midpoint", "heun", "rk4")
+_PATHS = ("condot", "vp")
+
+
+def _check_float_tensor(x: object, name: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
+    return x
+
+
+def _check_pos_int(n: object, name: str) -> int:
+    if not isinstance(n, int) or isinstance(n, bool):
+        raise TypeError(f"{name} must be an int, got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"{name} must be a positive int, got {n}")
+    return n
+
+
+def _check_real(v: object, name: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise TypeError(f"{name} must be a real number, got {type(v).__name__}")
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    return float(v)
+
+
+# --------------------------------------------------------------------------------------------
+# Normalizing flows
+# --------------------------------------------------------------------------------------------
+
+
+class AffineCoupling(nn.Module):
+    """An affine coupling layer (RealNVP): half the coordinates rescale and shift the rest.
+
+    With a binary ``mask`` :math:`m` (1 = coordinate passes through unchanged), the forward
+    map is :math:`y = m \\odot x + (1-m) \\odot \\big(x \\odot e^{s(m \\odot x)} + b(m \\odot x)\\big)`,
+    and :math:`\\log|\\det \\partial y/\\partial x| = \\sum_i (1-m_i)\\,s_i(m \\odot x)`.
+    The conditioner is an MLP whose last layer starts at zero, so a fresh layer is the
+    identity. The log-scale is bounded, :math:`s = a \\tanh(\\cdot)` with a learnable
+    :math:`a` per coordinate, which keeps training stable.
+    Implements (normalizing-flows-coupling), (normalizing-flows-coupling-inverse) and (normalizing-flows-coupling-logdet).
+
+    Args:
+        mask: tensor of shape ``(d,)`` holding only 0s and 1s, at least one of each.
+        hidden: width of the conditioner's hidden layers.
+        n_hidden: number of hidden layers of the conditioner (at least 1).
+
+    Raises:
+        TypeError: if ``mask`` is not a tensor or ``hidden``/``n_hidden`` are not ints.
+        ValueError: if ``mask`` is not 1-D, not binary, or all 0s or all 1s.
+
+    >>> layer = AffineCoupling(torch.tensor([1.0, 0.0]))
+    >>> x = torch.randn(5, 2)
+    >>> y, logdet = layer(x)
+    >>> torch.allclose(layer.inverse(y)[0], x), logdet.shape
+    (True, torch.Size([5]))
+    """
+
+    def __init__(self, mask: torch.Tensor, hidden: int = 64, n_hidden: int = 2) -> None:
+        super().__init__()
+        if not isinstance(mask, torch.Tensor):
+            raise TypeError(f"mask must be a torch.Tensor, got {type(mask).__name__}")
+        if mask.ndim != 1:
+            raise ValueError(f"mask must have shape (d,), got {tuple(mask.shape)}")
+        if not bool(((mask == 0) | (mask == 1)).all()):
+            raise ValueError("mask must hold only 0s and 1s")
+        if bool((mask == 0).all()) or bool((mask == 1).all()):
+            raise ValueError("mask must hold at least one 0 and at least one 1")
+        _check_pos_int(hidden, "hidden")
+        _check_pos_int(n_hidden, "n_hidden")
+        d = mask.numel()
+        self.dim = d
+        self.register_buffer("mask", mask.to(torch.get_default_dtype()))
+        layers: list[nn.Module] = [nn.Linear(d, hidden), nn.SiLU()]
+        for _ in range(n_hidden - 1):
+            layers += [nn.Linear(hidden, hidden), nn.SiLU()]
+        last = nn.Linear(hidden, 2 * d)
+        nn.init.zeros_(last.weight)  # start as the identity map
+        nn.init.zeros_(last.bias)
+        self.net = nn.Sequential(*layers, last)
+        self.log_scale_bound = nn.Parameter(torch.ones(d))
+
+    def _check_input(self, x: object, name: str) -> torch.Tensor:
+        x = _check_float_tensor(x, name)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"{name} must have shape (B, {self.dim}), got {tuple(x.shape)}")
+        return x
+
+    def _scale_shift(self, x_cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        s_raw, b = self.net(x_cond).chunk(2, dim=-1)  # (B, d) each
+        keep = 1 - self.mask
+        # only the transformed coordinates (mask 0) get a scale and a shift
+        s = keep * self.log_scale_bound * torch.tanh(s_raw)
+        return s, keep * b
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Map ``x`` (B, d) to ``(y, logdet)``, logdet = log|det dy/dx| of shape (B,)."""
+        x = self._check_input(x, "x")
+        s, b = self._scale_shift(self.mask * x)
+        y = x * torch.exp(s) + b  # s = b = 0 on the pass-through coordinates
+        return y, s.sum(dim=-1)
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Map ``y`` (B, d) back to ``(x, logdet)``, logdet = log|det dx/dy| = -forward's."""
+        y = self._check_input(y, "y")
+        # m * y = m * x, so the conditioner sees exactly what it saw in forward
+        s, b = self._scale_shift(self.mask * y)
+        x = (y - b) * torch.exp(-s)
+        return x, -s.sum(dim=-1)
+
+
+def _check_layers(layers: object) -> list[nn.Module]:
+    if isinstance(layers, nn.Module) and not isinstance(layers, (nn.ModuleList, nn.Sequential)):
+        raise TypeError("layers must be a sequence of flow layers (e.g. nn.ModuleList), not one module")
+    if not isinstance(layers, (Sequence, nn.ModuleList, nn.Sequential)):
+        raise TypeError(f"layers must be a sequence of flow layers, got {type(layers).__name__}")
+    layers = list(layers)
+    if not layers:
+        raise ValueError("layers must hold at least one layer")
+    for i, layer in enumerate(layers):
+        if not (callable(layer) and hasattr(layer, "inverse")):
+            raise TypeError(f"layers[{i}] must be callable and have an inverse method")
+    return layers
+
+
+def _std_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
+    d = z.shape[-1]
+    return -0.5 * (z**2).sum(dim=-1) - 0.5 * d * math.log(2 * math.pi)
+
+
+def flow_log_prob(layers: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor:
+    """Log-density of ``x`` under a stack of flow layers on a standard normal base.
+
+    Runs ``z = f_K(... f_1(x))`` through each layer's ``forward`` (data -> noise) and adds
+    the log-determinants to the base log-density, :math:`\\log p(x) = \\log \\mathcal{N}(z; 0, I)
+    + \\sum_k \\log|\\det J_{f_k}|`. Implements (normalizing-flows-composition).
+
+    Args:
+        layers: a sequence (list, ``nn.ModuleList``) of layers whose ``forward(x)`` returns
+            ``(y, logdet)`` with logdet of shape (B,), and which have an ``inverse``.
+        x: data of shape (B, d), floating.
+
+    Returns:
+        Tensor of shape (B,): the log-density of each row.
+
+    Raises:
+        TypeError: if ``layers`` is not a sequence of flow layers or ``x`` is not a float tensor.
+        ValueError: if ``layers`` is empty or ``x`` is not 2-D.
+
+    >>> layers = [AffineCoupling(torch.tensor([1.0, 0.0]))]  # identity at init
+    >>> x = torch.zeros(1, 2)
+    >>> round(flow_log_prob(layers, x).item(), 4) == round(-math.log(2 * math.pi), 4)
+    True
+    """
+    layers = _check_layers(layers)
+    x = _check_float_tensor(x, "x")
+    if x.ndim != 2:
+        raise ValueError(f"x must have shape (B, d), got {tuple(x.shape)}")
+    z, total = x, torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)
+    for layer in layers:
+        z, logdet = layer(z)
+        total = total + logdet
+    return _std_normal_log_prob(z) + total
+
+
+def flow_sample(layers: Sequence[nn.Module], z: torch.Tensor) -> torch.Tensor:
+    """Generate: push base samples ``z`` (B, d) back through the inverses, last layer first.
+
+    Args:
+        layers: as in :func:`flow_log_prob`.
+        z: base (noise) samples of shape (B, d).
+
+    Returns:
+        Tensor of shape (B, d): :math:`f_1^{-1}(\\cdots f_K^{-1}(z))`.
+
+    Raises:
+        TypeError, ValueError: as in :func:`flow_log_prob`.
+    """
+    layers = _check_layers(layers)
+    z = _check_float_tensor(z, "z")
+    if z.ndim != 2:
+        raise ValueError(f"z must have shape (B, d), got {tuple(z.shape)}")
+    x = z
+    for layer in reversed(layers):
+        x, _ = layer.inverse(x)
+    return x
+
+
+# --------------------------------------------------------------------------------------------
+# ODEs and continuous normalizing flows
+# --------------------------------------------------------------------------------------------
+
+
+def _lin(x: State, h: float, k: State) -> State:
+    """x + h * k for a tensor or a tuple of tensors."""
+    if isinstance(x, tuple):
+        return tuple(xi + h * ki for xi, ki in zip(x, k))
+    return x + h * k
+
+
+def _combo(x: State, h: float, ks: Sequence[State], ws: Sequence[float]) -> State:
+    """x + h * sum_j w_j k_j for a tensor or a tuple of tensors."""
+    if isinstance(x, tuple):
+        return tuple(xi + h * sum(w * k[i] for w, k in zip(ws, ks)) for i, xi in enumerate(x))
+    return x + h * sum(w * k for w, k in zip(ws, ks))
+
+
+def _shapes(x: State) -> list[tuple[int, ...]]:
+    return [tuple(t.shape) for t in x] if isinstance(x, tuple) else [tuple(x.shape)]
+
+
+def odeint(
+    f: Callable[[float, State], State],
+    x0: State,
+    *,
+    t0: float = 0.0,
+    t1: float = 1.0,
+    steps: int,
+    method: str = "euler",
+    return_path: bool = False,
+) -> State:
+    """Integrate ``dx/dt = f(t, x)`` from ``t0`` to ``t1`` with a fixed-step method.
+
+    The state may be one tensor or a **tuple of tensors** integrated together, e.g.
+    ``(x, delta_logp)`` for a continuous normalizing flow (see :func:`cnf_log_prob`); ``f``
+    then returns a tuple of the same shapes. ``t1 < t0`` integrates backwards (negative step).
+    The step is ``h = (t1 - t0) / steps``. Methods and their global error orders: ``euler``
+    (1), ``midpoint`` (2), ``heun`` (2, the explicit trapezoid), ``rk4`` (4, classical
+    Runge-Kutta). Implements (cnf-euler), (cnf-midpoint), (cnf-heun) and (cnf-rk4).
+
+    Args:
+        f: the velocity, called as ``f(t, x)`` with ``t`` a Python float and ``x`` the state.
+        x0: the initial state, a floating tensor or a non-empty tuple of floating tensors.
+        t0: start time. In this part t = 0 is noise and t = 1 is data.
+        t1: end time.
+        steps: number of steps, a positive int (``f`` is evaluated 1, 2, 2 or 4 times per step).
+        method: ``"euler"``, ``"midpoint"``, ``"heun"`` or ``"rk4"``.
+        return_path: if True, also return every intermediate state.
+
+    Returns:
+        The state at ``t1`` (same structure as ``x0``). With ``return_path=True``, the states
+        at the ``steps + 1`` grid times stacked on a new leading axis: a tensor of shape
+        ``(steps + 1, *x0.shape)`` (or a tuple of such tensors).
+
+    Raises:
+        TypeError: if ``f`` is not callable, ``x0`` is not a float tensor (or tuple of them),
+            or ``steps`` is not an int.
+        ValueError: if ``steps < 1``, ``method`` is unknown, the times are not finite, or ``f``
+            returns a state of another shape.
+
+    >>> x1 = odeint(lambda t, x: -x, torch.ones(1, dtype=torch.float64), steps=100, method="rk4")
+    >>> abs(x1.item() - math.exp(-1)) < 1e-9
+    True
+    """
+    if not callable(f):
+        raise TypeError(f"f must be callable as f(t, x), got {type(f).__name__}")
+    if isinstance(x0, tuple):
+        if not x0:
+            raise ValueError("x0 must be a tensor or a non-empty tuple of tensors")
+        for i, xi in enumerate(x0):
+            _check_float_tensor(xi, f"x0[{i}]")
+    else:
+        _check_float_tensor(x0, "x0")
+    t0 = _check_real(t0, "t0")
+    t1 = _check_real(t1, "t1")
+    _check_pos_int(steps, "steps")
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+    if not isinstance(return_path, bool):
+        raise TypeError(f"return_path must be a bool, got {type(return_path).__name__}")
+
+    want = _shapes(x0)
+
+    def call(t: float, x: State) -> State:
+        k = f(t, x)
+        if isinstance(x0, tuple) != isinstance(k, tuple) or _shapes(k) != want:
+            raise ValueError(f"f(t, x) must return a state shaped like x0 {want}, got {_shapes(k)}")
+        return k
+
+    h = (t1 - t0) / steps
+    x = x0
+    path = [x0]
+    for n in range(steps):
+        t = t0 + n * h
+        if method == "euler":
+            x = _lin(x, h, call(t, x))
+        elif method == "midpoint":
+            k1 = call(t, x)
+            x = _lin(x, h, call(t + h / 2, _lin(x, h / 2, k1)))
+        elif method == "heun":
+            k1 = call(t, x)
+            k2 = call(t + h, _lin(x, h, k1))
+            x = _combo(x, h, (k1, k2), (0.5, 0.5))
+        else:  # rk4
+            k1 = call(t, x)
+            k2 = call(t + h / 2, _lin(x, h / 2, k1))
+            k3 = call(t + h / 2, _lin(x, h / 2, k2))
+            k4 = call(t + h, _lin(x, h, k3))
+            x = _combo(x, h, (k1, k2, k3, k4), (1 / 6, 1 / 3, 1 / 3, 1 / 6))
+        if return_path:
+            path.append(x)
+    if not return_path:
+        return x
+    if isinstance(x0, tuple):
+        return tuple(torch.stack([p[i] for p in path]) for i in range(len(x0)))
+    return torch.stack(path)
+
+
+def divergence(
+    f: Callable[[float, torch.Tensor], torch.Tensor],
+    t: float,
+    x: torch.Tensor,
+    *,
+    method: str = "exact",
+    n_probes: int = 1,
+    generator: torch.Generator | None = None,
+    create_graph: bool = False,
+) -> torch.Tensor:
+    """The divergence :math:`\\nabla_x \\cdot f(t, x) = \\operatorname{tr} \\partial f/\\partial x` per row.
+
+    ``f`` must act on each row of ``x`` independently (as a batched network does), so that
+    the Jacobian of the batch is block diagonal. ``"exact"`` takes one vector-Jacobian
+    product per coordinate (d of them). ``"hutchinson"`` averages
+    :math:`\\varepsilon^\\top (\\partial f/\\partial x)\\, \\varepsilon` over ``n_probes``
+    Rademacher probes (entries ±1), one vector-Jacobian product each: unbiased, with variance
+    :math:`2(\\lVert S\\rVert_F^2 - \\sum_i S_{ii}^2)/n_{\\text{probes}}` where
+    :math:`S = (J + J^\\top)/2` is the symmetric part of the Jacobian :math:`J`.
+    Implements (cnf-divergence-exact) and (cnf-hutchinson).
+
+    Args:
+        f: the velocity, called as ``f(t, x)`` with ``x`` of shape (B, d); returns (B, d).
+        t: the time passed to ``f``.
+        x: points of shape (B, d), floating.
+        method: ``"exact"`` or ``"hutchinson"``.
+        n_probes: number of probe vectors for Hutchinson (ignored by ``"exact"``).
+        generator: a ``torch.Generator`` for the probes (on ``x``'s device), for reproducibility.
+        create_graph: keep the graph so the result can be differentiated (training a CNF).
+
+    Returns:
+        Tensor of shape (B,).
+
+    Raises:
+        TypeError: if ``f`` is not callable, ``x`` is not a float tensor, or ``n_probes`` is
+            not an int.
+        ValueError: if ``x`` is not 2-D, ``method`` is unknown, ``n_probes < 1``, or ``f``
+            returns another shape.
+
+    >>> A = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    >>> divergence(lambda t, x: x @ A.T, 0.0, torch.randn(3, 2))
+    tensor([5., 5., 5.])
+    """
+    if not callable(f):
+        raise TypeError(f"f must be callable as f(t, x), got {type(f).__name__}")
+    x = _check_float_tensor(x, "x")
+    if x.ndim != 2:
+        raise ValueError(f"x must have shape (B, d), got {tuple(x.shape)}")
+    if method not in ("exact", "hutchinson"):
+        raise ValueError(f"method must be 'exact' or 'hutchinson', got {method!r}")
+    _check_pos_int(n_probes, "n_probes")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    with torch.enable_grad():
+        if not x.requires_grad:
+            x = x.detach().requires_grad_(True)
+        fx = f(t, x)
+        if not isinstance(fx, torch.Tensor) or fx.shape != x.shape:
+            got = tuple(fx.shape) if isinstance(fx, torch.Tensor) else type(fx).__name__
+            raise ValueError(f"f(t, x) must return a tensor of shape {tuple(x.shape)}, got {got}")
+        return _divergence_of(fx, x, method, n_probes, generator, create_graph)
+
+
+def _divergence_of(fx: torch.Tensor, x: torch.Tensor, method: str, n_probes: int,
+                   generator: torch.Generator | None, create_graph: bool) -> torch.Tensor:
+    """Trace of d fx / d x per row, for fx computed from x (which requires grad)."""
+    if method == "exact":
+        div = torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)
+        for i in range(x.shape[1]):
+            # row b of the gradient is d f_i(x_b) / d x_b, since rows do not interact
+            (g,) = torch.autograd.grad(fx[:, i].sum(), x, create_graph=create_graph, retain_graph=True)
+            div = div + g[:, i]
+        return div
+    est = torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)
+    for _ in range(n_probes):
+        # Rademacher probe: entries +1 or -1 with probability 1/2 each
+        bits = torch.randint(0, 2, x.shape, generator=generator, device=x.device)
+        eps = (2 * bits - 1).to(x.dtype)
+        (eps_j,) = torch.autograd.grad((fx * eps).sum(), x, create_graph=create_graph, retain_graph=True)
+        est = est + (eps_j * eps).sum(dim=-1)  # eps^T J eps per row
+    return est / n_probes
+
+
+def cnf_log_prob(
+    f: Callable[[float, torch.Tensor], torch.Tensor],
+    x1: torch.Tensor,
+    *,
+    steps: int,
+    method: str = "rk4",
+    divergence_method: str = "exact",
+    n_probes: int = 1,
+    generator: torch.Generator | None = None,
+    create_graph: bool = False,
+) -> torch.Tensor:
+    """Log-density of data ``x1`` under a CNF whose base (t = 0) is a standard normal.
+
+    Integrates the augmented state ``(x, a)`` backwards from t = 1 to t = 0 with
+    ``dx/dt = f(t, x)`` and ``da/dt = div f(t, x)``, ``a(1) = 0``; then
+    :math:`\\log p_1(x_1) = \\log \\mathcal{N}(x(0); 0, I) + a(0)`.
+    Implements (cnf-logp-integral).
+
+    Args:
+        f: the velocity field, ``f(t, x)`` with ``x`` of shape (B, d).
+        x1: data points of shape (B, d).
+        steps: ODE steps (see :func:`odeint`).
+        method: the ODE method (see :func:`odeint`).
+        divergence_method: ``"exact"`` or ``"hutchinson"`` (see :func:`divergence`).
+        n_probes: Hutchinson probes per divergence evaluation.
+        generator: random generator for the probes.
+        create_graph: keep the graph, to train by maximum likelihood.
+
+    Returns:
+        Tensor of shape (B,).
+
+    Raises:
+        TypeError, ValueError: as in :func:`odeint` and :func:`divergence`.
+    """
+    x1 = _check_float_tensor(x1, "x1")
+    if x1.ndim != 2:
+        raise ValueError(f"x1 must have shape (B, d), got {tuple(x1.shape)}")
+
+    if not callable(f):
+        raise TypeError(f"f must be callable as f(t, x), got {type(f).__name__}")
+    if divergence_method not in ("exact", "hutchinson"):
+        raise ValueError(f"divergence_method must be 'exact' or 'hutchinson', got {divergence_method!r}")
+    _check_pos_int(n_probes, "n_probes")
+
+    def augmented(t: float, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        x, _ = state
+        with torch.enable_grad():
+            if not x.requires_grad:
+                x = x.detach().requires_grad_(True)
+            v = f(t, x)  # one evaluation serves both the velocity and its divergence
+            if not isinstance(v, torch.Tensor) or v.shape != x.shape:
+                raise ValueError(f"f(t, x) must return a tensor of shape {tuple(x.shape)}")
+            div = _divergence_of(v, x, divergence_method, n_probes, generator, create_graph)
+        if not create_graph:
+            v, div = v.detach(), div.detach()
+        return v, div
+
+    a1 = torch.zeros(x1.shape[0], device=x1.device, dtype=x1.dtype)
+    x0, a0 = odeint(augmented, (x1, a1), t0=1.0, t1=0.0, steps=steps, method=method)
+    return _std_normal_log_prob(x0) + a0
+
+
+# --------------------------------------------------------------------------------------------
+# Flow matching
+# --------------------------------------------------------------------------------------------
+
+
+def _time_column(t: object, x: torch.Tensor, name: str = "t") -> torch.Tensor:
+    """Reshape t of shape (B,) or (B, 1) to (B, 1, ..., 1) so it broadcasts over x's data dims."""
+    t = _check_float_tensor(t, name)
+    B = x.shape[0]
+    if not (t.shape == (B,) or t.shape == (B, 1)):
+        raise ValueError(f"{name} must have shape ({B},) or ({B}, 1), got {tuple(t.shape)}")
+    return t.reshape(B, *([1] * (x.ndim - 1)))
+
+
+def cfm_pair(x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The point and the target velocity of the linear (CondOT) conditional path.
+
+    :math:`x_t = (1-t)\\,x_0 + t\\,x_1` and :math:`u_t = x_1 - x_0`, with ``x0`` the noise
+    (t = 0) and ``x1`` the data (t = 1). Implements (flow-matching-linear-path).
+
+    Args:
+        x0: source (noise) samples of shape (B, ...), floating.
+        x1: target (data) samples, same shape as ``x0``.
+        t: times of shape (B,) or (B, 1), broadcast over the data dimensions.
+
+    Returns:
+        ``(x_t, u_t)``, each of the shape of ``x0``.
+
+    Raises:
+        TypeError: if an argument is not a floating tensor.
+        ValueError: if the shapes disagree or ``x0`` has no batch dimension.
+
+    >>> x_t, u_t = cfm_pair(torch.zeros(2, 3), torch.ones(2, 3), torch.tensor([0.25, 1.0]))
+    >>> x_t[:, 0].tolist(), u_t[0].tolist()
+    ([0.25, 1.0], [1.0, 1.0, 1.0])
+    """
+    x0 = _check_float_tensor(x0, "x0")
+    x1 = _check_float_tensor(x1, "x1")
+    if x0.ndim < 1:
+        raise ValueError("x0 must have a batch dimension, shape (B, ...)")
+    if x0.shape != x1.shape:
+        raise ValueError(f"x0 and x1 must have the same shape, got {tuple(x0.shape)} and {tuple(x1.shape)}")
+    tc = _time_column(t, x0)  # (B, 1, ..., 1)
+    return (1 - tc) * x0 + tc * x1, x1 - x0
+
+
+def gaussian_fm_velocity(
+    t: float | torch.Tensor, x: torch.Tensor, mean: torch.Tensor, std: float | torch.Tensor
+) -> torch.Tensor:
+    """The exact marginal velocity of the linear path from N(0, I) to N(mean, diag(std^2)).
+
+    With independent :math:`x_0 \\sim \\mathcal{N}(0, I)` and :math:`x_1 \\sim \\mathcal{N}(\\mu,
+    \\operatorname{diag} s^2)`, per coordinate
+    :math:`u_t(x) = \\mu + \\frac{t s^2 - (1-t)}{(1-t)^2 + t^2 s^2}\\,(x - t\\mu)`; its flow maps
+    :math:`x_0 \\mapsto \\mu + s \\odot x_0`. Implements (flow-matching-gaussian-velocity).
+
+    Args:
+        t: a time in [0, 1] (float), or a tensor of shape (B,) or (B, 1).
+        x: points of shape (B, d).
+        mean: the target mean, shape (d,).
+        std: the target standard deviation, a positive float or a tensor of shape (d,).
+
+    Returns:
+        Tensor of shape (B, d).
+
+    Raises:
+        TypeError: if ``x`` or ``mean`` are not float tensors.
+        ValueError: if shapes disagree, ``t`` is outside [0, 1] or ``std`` is not positive.
+
+    >>> gaussian_fm_velocity(0.5, torch.zeros(1, 1), torch.zeros(1), 1.0)
+    tensor([[0.]])
+    """
+    x = _check_float_tensor(x, "x")
+    mean = _check_float_tensor(mean, "mean")
+    if x.ndim != 2 or mean.shape != (x.shape[1],):
+        raise ValueError(f"x must be (B, d) and mean (d,), got {tuple(x.shape)} and {tuple(mean.shape)}")
+    if isinstance(std, torch.Tensor):
+        _check_float_tensor(std, "std")
+        if std.shape != mean.shape:
+            raise ValueError(f"std must be a float or have shape {tuple(mean.shape)}, got {tuple(std.shape)}")
+        if not bool((std > 0).all()):
+            raise ValueError("std must be positive")
+    elif _check_real(std, "std") <= 0:
+        raise ValueError(f"std must be positive, got {std}")
+    if isinstance(t, torch.Tensor):
+        tc = _time_column(t, x)
+        if not bool(((tc >= 0) & (tc <= 1)).all()):
+            raise ValueError("t must lie in [0, 1]")
+    else:
+        tc = _check_real(t, "t")
+        if not 0 <= tc <= 1:
+            raise ValueError(f"t must lie in [0, 1], got {t}")
+    var_t = (1 - tc) ** 2 + tc**2 * std**2  # Var(x_t), per coordinate
+    cov_t = tc * std**2 - (1 - tc)  # Cov(x_1 - x_0, x_t), per coordinate
+    return mean + cov_t / var_t * (x - tc * mean)
+
+
+def path_coefficients(t: torch.Tensor, path: str = "condot") -> tuple[torch.Tensor, ...]:
+    """The coefficients of an affine Gaussian path :math:`x_t = \\alpha_t x_1 + \\sigma_t x_0`.
+
+    ``"condot"``: :math:`\\alpha_t = t,\\ \\sigma_t = 1 - t`. ``"vp"`` (the cosine
+    variance-preserving path): :math:`\\alpha_t = \\sin(\\pi t/2),\\ \\sigma_t = \\cos(\\pi t/2)`.
+    Both go from noise at t = 0 to data at t = 1. Implements (flow-matching-affine-path).
+
+    Args:
+        t: times, a floating tensor of any shape, in [0, 1].
+        path: ``"condot"`` or ``"vp"``.
+
+    Returns:
+        ``(alpha, sigma, dalpha, dsigma)``, each shaped like ``t``; the last two are time
+        derivatives.
+
+    Raises:
+        TypeError: if ``t`` is not a floating tensor.
+        ValueError: if ``path`` is unknown.
+
+    >>> [c.item() for c in path_coefficients(torch.tensor(0.5))]
+    [0.5, 0.5, 1.0, -1.0]
+    """
+    t = _check_float_tensor(t, "t")
+    if path not in _PATHS:
+        raise ValueError(f"path must be one of {_PATHS}, got {path!r}")
+    if path == "condot":
+        return t, 1 - t, torch.ones_like(t), -torch.ones_like(t)
+    half_pi = math.pi / 2
+    return (torch.sin(half_pi * t), torch.cos(half_pi * t),
+            half_pi * torch.cos(half_pi * t), -half_pi * torch.sin(half_pi * t))
+
+
+def _conversion_inputs(field: object, x: object, t: object, name: str, path: str):
+    field = _check_float_tensor(field, name)
+    x = _check_float_tensor(x, "x")
+    if field.shape != x.shape or x.ndim < 1:
+        raise ValueError(f"{name} and x must have the same shape (B, ...), got {tuple(field.shape)} and {tuple(x.shape)}")
+    tc = _time_column(t, x)
+    if not bool(((tc > 0) & (tc < 1)).all()):
+        raise ValueError("t must lie strictly inside (0, 1): the conversion divides by alpha_t and sigma_t")
+    return field, x, path_coefficients(tc, path)
+
+
+def velocity_from_score(score: torch.Tensor, x: torch.Tensor, t: torch.Tensor, *, path: str = "condot") -> torch.Tensor:
+    """Convert a score :math:`\\nabla \\log p_t(x)` to the marginal velocity of an affine path.
+
+    :math:`u_t(x) = \\frac{\\dot\\alpha_t}{\\alpha_t} x + \\Big(\\frac{\\dot\\alpha_t}{\\alpha_t}
+    \\sigma_t^2 - \\dot\\sigma_t \\sigma_t\\Big) \\nabla \\log p_t(x)`. The noise prediction is
+    :math:`\\hat\\varepsilon = -\\sigma_t \\nabla \\log p_t(x)`. Implements (flow-matching-v-from-score).
+
+    Args:
+        score: the score at ``x``, shape (B, ...).
+        x: points, same shape.
+        t: times of shape (B,) or (B, 1), strictly inside (0, 1).
+        path: ``"condot"`` or ``"vp"`` (see :func:`path_coefficients`).
+
+    Returns:
+        The velocity, shape of ``x``.
+
+    Raises:
+        TypeError: if an argument is not a floating tensor.
+        ValueError: on shape mismatch, unknown path, or t outside (0, 1).
+    """
+    score, x, (a, s, da, ds) = _conversion_inputs(score, x, t, "score", path)
+    return da / a * x + (da / a * s**2 - ds * s) * score
+
+
+def score_from_velocity(velocity: torch.Tensor, x: torch.Tensor, t: torch.Tensor, *, path: str = "condot") -> torch.Tensor:
+    """Invert :func:`velocity_from_score`: the score from the marginal velocity.
+
+    :math:`\\nabla \\log p_t(x) = \\big(u_t(x) - \\frac{\\dot\\alpha_t}{\\alpha_t} x\\big) \\big/
+    \\big(\\frac{\\dot\\alpha_t}{\\alpha_t}\\sigma_t^2 - \\dot\\sigma_t\\sigma_t\\big)`.
+    Implements (flow-matching-score-from-v).
+
+    Args:
+        velocity: the velocity at ``x``, shape (B, ...).
+        x: points, same shape.
+        t: times of shape (B,) or (B, 1), strictly inside (0, 1).
+        path: ``"condot"`` or ``"vp"``.
+
+    Returns:
+        The score, shape of ``x``.
+
+    Raises:
+        TypeError: if an argument is not a floating tensor.
+        ValueError: on shape mismatch, unknown path, or t outside (0, 1).
+    """
+    velocity, x, (a, s, da, ds) = _conversion_inputs(velocity, x, t, "velocity", path)
+    # the denominator is sigma_t (dalpha sigma - alpha dsigma) / alpha > 0 for both paths
+    return (velocity - da / a * x) / (da / a * s**2 - ds * s)
+
+
+# --------------------------------------------------------------------------------------------
+# Rectified flow
+# --------------------------------------------------------------------------------------------
+
+
+def straightness(path: torch.Tensor) -> torch.Tensor:
+    """How far sampled ODE trajectories are from straight lines (0 = perfectly straight).
+
+    For trajectories sampled on the uniform grid :math:`t_k = k/K`, ``k = 0..K``, with
+    step velocities :math:`v_k = K (x_{t_{k+1}} - x_{t_k})`, returns
+    :math:`S = \\frac{1}{K} \\sum_{k} \\frac{1}{B} \\sum_b \\lVert (x_1 - x_0) - v_k \\rVert^2`,
+    the discretized :math:`\\int_0^1 \\mathbb{E} \\lVert (X_1 - X_0) - \\dot X_t \\rVert^2 dt`
+    of Liu et al. With Euler paths (``odeint(..., method="euler", return_path=True)``) each
+    :math:`v_k` is exactly the model's velocity at the grid point.
+    Implements (rectified-flow-straightness).
+
+    Args:
+        path: trajectories of shape (K + 1, B, ...) with K >= 1, time along the first axis,
+            from t = 0 (noise) to t = 1 (data).
+
+    Returns:
+        A 0-dim tensor (dtype and device of ``path``).
+
+    Raises:
+        TypeError: if ``path`` is not a floating tensor.
+        ValueError: if ``path`` has fewer than 2 dimensions or fewer than 2 time points.
+
+    >>> t = torch.linspace(0, 1, 5)[:, None, None]
+    >>> straightness(t * torch.ones(1, 3, 2)).item()
+    0.0
+    """
+    path = _check_float_tensor(path, "path")
+    if path.ndim < 2 or path.shape[0] < 2:
+        raise ValueError(f"path must have shape (K + 1, B, ...) with K >= 1, got {tuple(path.shape)}")
+    K = path.shape[0] - 1
+    chord = path[-1] - path[0]  # (B, ...)
+    v = K * (path[1:] - path[:-1])  # (K, B, ...)
+    sq = ((chord - v) ** 2).flatten(2).sum(dim=-1)  # (K, B)
+    return sq.mean()
