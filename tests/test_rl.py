@@ -1,0 +1,457 @@
+"""Tests for minilib.rl against closed forms, brute force and identities from the RL chapters."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minilib import rl
+
+
+def random_mdp(seed: int, S: int = 4, A: int = 3, gamma: float = 0.8) -> rl.MDP:
+    rng = np.random.default_rng(seed)
+    P = rng.random((S, A, S)) ** 3  # skewed rows, some nearly deterministic
+    P /= P.sum(axis=2, keepdims=True)
+    R = rng.normal(size=(S, A))
+    return rl.MDP(P, R, gamma)
+
+
+def random_policy(seed: int, S: int, A: int) -> np.ndarray:
+    pi = np.random.default_rng(seed + 1000).random((S, A))
+    return pi / pi.sum(axis=1, keepdims=True)
+
+
+def all_deterministic_policies(S: int, A: int):
+    for actions in itertools.product(range(A), repeat=S):
+        yield np.eye(A)[list(actions)]
+
+
+# ------------------------------------------------------------------------- policy evaluation
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), gamma=st.floats(0.0, 0.95))
+def test_exact_equals_iterative(seed: int, gamma: float) -> None:
+    m = random_mdp(seed, gamma=gamma)
+    pi = random_policy(seed, m.S, m.A)
+    v_exact = rl.policy_evaluation(m, pi, method="exact")
+    v_iter = rl.policy_evaluation(m, pi, method="iterative", tol=1e-12)
+    np.testing.assert_allclose(v_iter, v_exact, atol=1e-9)
+
+
+def test_values_satisfy_bellman_equation_and_q_identity() -> None:
+    m = random_mdp(1)
+    pi = random_policy(1, m.S, m.A)
+    v = rl.policy_evaluation(m, pi)
+    # elementwise Bellman equation, written out with explicit sums (independent of the matrix form)
+    for s in range(m.S):
+        rhs = sum(pi[s, a] * (m.R[s, a] + m.gamma * sum(m.P[s, a, t] * v[t] for t in range(m.S))) for a in range(m.A))
+        assert v[s] == pytest.approx(rhs, abs=1e-12)
+    # v_pi(s) = sum_a pi(a|s) q_pi(s, a)
+    np.testing.assert_allclose((pi * rl.q_values(m, v)).sum(axis=1), v, atol=1e-12)
+
+
+def test_values_match_monte_carlo_free_series() -> None:
+    """v = sum_k gamma^k P_pi^k r_pi (the Neumann series behind the closed form)."""
+    m = random_mdp(2, gamma=0.7)
+    pi = random_policy(2, m.S, m.A)
+    P_pi, r_pi = m.P_pi(pi), m.r_pi(pi)
+    series, term = np.zeros(m.S), r_pi.copy()
+    for _ in range(200):
+        series += term
+        term = m.gamma * P_pi @ term
+    np.testing.assert_allclose(rl.policy_evaluation(m, pi), series, atol=1e-10)
+
+
+@pytest.mark.parametrize("c", [-2.0, 0.5, 3.0])
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 0.9])
+def test_reward_shift_moves_values_by_c_over_one_minus_gamma(c: float, gamma: float) -> None:
+    m = random_mdp(3, gamma=gamma)
+    shifted = rl.MDP(m.P, m.R + c, gamma)
+    pi = random_policy(3, m.S, m.A)
+    np.testing.assert_allclose(rl.policy_evaluation(shifted, pi), rl.policy_evaluation(m, pi) + c / (1 - gamma), atol=1e-10)
+    v_star, pi_star = rl.value_iteration(m)
+    v_star_shifted, pi_star_shifted = rl.value_iteration(shifted)
+    np.testing.assert_allclose(v_star_shifted, v_star + c / (1 - gamma), atol=1e-8)
+    np.testing.assert_array_equal(pi_star_shifted, pi_star)
+
+
+def test_scaling_rewards_scales_values() -> None:
+    m = random_mdp(4)
+    pi = random_policy(4, m.S, m.A)
+    scaled = rl.MDP(m.P, 3.0 * m.R, m.gamma)
+    np.testing.assert_allclose(rl.policy_evaluation(scaled, pi), 3.0 * rl.policy_evaluation(m, pi), atol=1e-10)
+
+
+# ------------------------------------------------------------------------- terminal states, gamma = 1
+
+
+def chain(n: int = 4) -> rl.MDP:
+    """States 0..n-1 on a line; action 0 moves right, action 1 stays; reward -1 per step; n-1 terminal."""
+    P = np.zeros((n, 2, n))
+    for s in range(n):
+        P[s, 0, min(s + 1, n - 1)] = 1.0
+        P[s, 1, s] = 1.0
+    R = np.full((n, 2), -1.0)
+    terminal = np.zeros(n, dtype=bool)
+    terminal[-1] = True
+    return rl.MDP(P, R, 1.0, terminal)
+
+
+def test_terminal_states_with_gamma_one() -> None:
+    m = chain(4)
+    right = np.eye(2)[[0, 0, 0, 0]]
+    expected = -np.array([3.0, 2.0, 1.0, 0.0])  # steps to the end
+    np.testing.assert_allclose(rl.policy_evaluation(m, right), expected, atol=1e-12)
+    np.testing.assert_allclose(rl.policy_evaluation(m, right, method="iterative"), expected, atol=1e-9)
+    # a stochastic policy: expected steps to move one cell with success prob p are 1/p
+    p = 0.25
+    mixed = np.tile([p, 1 - p], (4, 1))
+    np.testing.assert_allclose(rl.policy_evaluation(m, mixed), expected / p, atol=1e-9)
+    v, pi = rl.value_iteration(m)
+    np.testing.assert_allclose(v, expected, atol=1e-9)
+    v_pi, pi_pi, _ = rl.policy_iteration(m)
+    np.testing.assert_allclose(v_pi, expected, atol=1e-9)
+    assert (pi_pi[:3].argmax(axis=1) == 0).all()
+
+
+def test_terminal_value_is_zero_whatever_p_and_r_say() -> None:
+    m = chain(3)
+    R = m.R.copy()
+    R[-1] = 100.0  # rewards out of a terminal state are ignored
+    m2 = rl.MDP(m.P, R, 1.0, m.terminal)
+    right = np.eye(2)[[0, 0, 0]]
+    np.testing.assert_allclose(rl.policy_evaluation(m2, right), [-2.0, -1.0, 0.0])
+    assert (rl.q_values(m2, np.zeros(3))[-1] == 0).all()
+
+
+@pytest.mark.parametrize("method", ["exact", "iterative"])
+def test_improper_policy_under_gamma_one_raises(method: str) -> None:
+    m = chain(4)
+    stuck = np.eye(2)[[0, 1, 0, 0]]  # state 1 stays forever
+    with pytest.raises(ValueError, match="never does"):
+        rl.policy_evaluation(m, stuck, method=method)
+
+
+# ------------------------------------------------------------------------- optimality
+
+
+def test_value_iteration_matches_brute_force_over_deterministic_policies() -> None:
+    m = random_mdp(5, S=3, A=3, gamma=0.9)
+    values = np.stack([rl.policy_evaluation(m, pi) for pi in all_deterministic_policies(m.S, m.A)])
+    v_brute = values.max(axis=0)
+    # an optimal deterministic policy dominates all others in every state at once
+    assert np.isclose(values, v_brute, atol=1e-9).all(axis=1).any()
+    v_star, pi_star = rl.value_iteration(m)
+    np.testing.assert_allclose(v_star, v_brute, atol=1e-8)
+    np.testing.assert_allclose(rl.policy_evaluation(m, pi_star), v_brute, atol=1e-8)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_vi_pi_and_truncated_pi_agree(seed: int) -> None:
+    m = random_mdp(seed, S=6, A=3, gamma=0.9)
+    v_vi, _ = rl.value_iteration(m)
+    v_pi, pi_pi, n = rl.policy_iteration(m)
+    np.testing.assert_allclose(v_pi, v_vi, atol=1e-8)
+    assert 1 <= n <= 20
+    for k in (1, 3, 10, float("inf")):
+        v_k, pi_k, _ = rl.truncated_policy_iteration(m, k)
+        np.testing.assert_allclose(v_k, v_vi, atol=1e-8)
+    # the PI policy is greedy for its own values (the optimality equation holds)
+    q = rl.q_values(m, v_pi)
+    np.testing.assert_allclose((pi_pi * q).sum(axis=1), q.max(axis=1), atol=1e-10)
+
+
+def test_truncated_pi_with_k_one_is_value_iteration() -> None:
+    m = random_mdp(7)
+    h_vi: list = []
+    h_tpi: list = []
+    rl.value_iteration(m, history=h_vi)
+    rl.truncated_policy_iteration(m, 1, history=h_tpi)
+    np.testing.assert_allclose(h_tpi[5], h_vi[5], atol=1e-12)
+
+
+def test_value_iteration_error_contracts_by_gamma() -> None:
+    m = random_mdp(8, gamma=0.8)
+    v_star, _ = rl.value_iteration(m)
+    hist: list = []
+    rl.value_iteration(m, history=hist, tol=1e-6)
+    errs = [np.abs(v - v_star).max() for v in hist[:10]]
+    for a, b in zip(errs, errs[1:]):
+        assert b <= 0.8 * a + 1e-12
+
+
+def test_policy_iteration_values_are_monotone() -> None:
+    m = random_mdp(9, S=8, A=4, gamma=0.95)
+    hist: list = []
+    rl.policy_iteration(m, history=hist)
+    for a, b in zip(hist[1:], hist[2:]):
+        assert (b >= a - 1e-10).all()
+
+
+# ------------------------------------------------------------------------- grid world
+
+
+def test_gridworld_rewards_and_indexing() -> None:
+    g = rl.GridWorld(3, 4, forbidden=[(1, 1)], target=(2, 3), r_boundary=-2.0, r_forbidden=-5.0, r_target=3.0, r_other=0.5)
+    m = g.mdp()
+    up, right, down, left, stay = range(5)
+    s = g.state(1, 0)
+    assert s == 4
+    assert m.R[s, left] == -2.0 and m.P[s, left, s] == 1.0  # off the grid: stay, r_boundary
+    assert m.R[s, right] == -5.0 and m.P[s, right, g.state(1, 1)] == 1.0  # entering forbidden
+    assert m.R[g.state(1, 1), stay] == -5.0
+    assert m.R[g.state(2, 2), right] == 3.0 and m.R[g.state(2, 3), stay] == 3.0
+    assert m.R[s, up] == 0.5 and m.P[s, up, g.state(0, 0)] == 1.0
+    assert m.R[g.state(2, 3), down] == -2.0  # bumping the boundary from the target
+    assert not m.terminal.any()
+
+
+def test_gridworld_optimal_value_at_target() -> None:
+    g = rl.GridWorld(5, 5, forbidden=[(1, 1), (1, 2), (2, 2), (3, 1), (3, 3), (4, 1)], target=(3, 2), gamma=0.9)
+    v, pi = rl.value_iteration(g.mdp())
+    t = g.state(3, 2)
+    assert v[t] == pytest.approx(1.0 / (1 - 0.9), abs=1e-8)
+    assert pi[t].argmax() == 4  # stay
+    # a cell next to the target: one step of r_target then stay forever
+    assert v[g.state(2, 2)] == pytest.approx(1.0 + 0.9 / (1 - 0.9), abs=1e-8)
+
+
+def test_gridworld_render_runs() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    g = rl.GridWorld(2, 3, forbidden=[(0, 1)], target=(1, 2))
+    v, pi = rl.value_iteration(g.mdp())
+    ax = g.render(values=v, policy=pi)
+    assert len(ax.images) == 1 and len(ax.texts) == 6
+    plt.close(ax.figure)
+    with pytest.raises(ValueError, match="values must have shape"):
+        g.render(values=np.zeros(5))
+
+
+def test_cliff_walking_optimal_start_value() -> None:
+    m, start = rl.cliff_walking()
+    v, pi = rl.value_iteration(m)
+    assert v[start] == pytest.approx(-13.0)  # up, 11 x right, down
+    v_pi, _, _ = rl.policy_iteration(m)
+    np.testing.assert_allclose(v_pi, v, atol=1e-9)
+
+
+# ------------------------------------------------------------------------- sampling
+
+
+def test_discounted_returns_match_direct_sum() -> None:
+    r = np.random.default_rng(0).normal(size=7)
+    G = rl.discounted_returns(r, 0.8)
+    for t in range(7):
+        assert G[t] == pytest.approx(sum(0.8**k * r[t + k] for k in range(7 - t)))
+
+
+@pytest.mark.parametrize("make_rng", [lambda: np.random.default_rng(0), lambda: torch.Generator().manual_seed(0)])
+def test_environment_samples_from_p(make_rng) -> None:
+    m = random_mdp(10, S=3, A=2)
+    env = rl.Environment(m, make_rng())
+    n = 4000
+    counts = np.zeros(3)
+    for _ in range(n):
+        s_next, r = env.step(1, 0)
+        counts[s_next] += 1
+        assert r == m.R[1, 0]
+    # binomial standard error <= 0.008; allow 4.5 of them
+    np.testing.assert_allclose(counts / n, m.P[1, 0], atol=0.036)
+
+
+def test_environment_is_reproducible_and_episodes_stop_at_terminal() -> None:
+    m = chain(5)
+    pi = np.tile([0.5, 0.5], (5, 1))
+    a = rl.Environment(m, np.random.default_rng(3)).episode(pi, 0, 200)
+    b = rl.Environment(m, np.random.default_rng(3)).episode(pi, 0, 200)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    states, actions, rewards = a
+    assert not m.terminal[states].any() and len(states) == len(actions) == len(rewards)
+    assert (states[1:] - states[:-1] >= 0).all()
+
+
+# ------------------------------------------------------------------------- model-free methods
+
+
+def small_stochastic_mdp() -> tuple[rl.MDP, np.ndarray]:
+    m = random_mdp(11, S=3, A=2, gamma=0.5)
+    return m, random_policy(11, 3, 2)
+
+
+def test_mc_evaluation_converges_to_v_pi() -> None:
+    m, pi = small_stochastic_mdp()
+    env = rl.Environment(m, np.random.default_rng(0))
+    v_mc = rl.mc_evaluation(env, pi, n_episodes=2000, episode_length=25)
+    np.testing.assert_allclose(v_mc, rl.policy_evaluation(m, pi), atol=0.05)
+
+
+def test_td0_converges_to_v_pi() -> None:
+    m, pi = small_stochastic_mdp()
+    env = rl.Environment(m, np.random.default_rng(1))
+    v_td = rl.td0(env, pi, n_episodes=300, episode_length=100, alpha=lambda n: 1.0 / n**0.7)
+    np.testing.assert_allclose(v_td, rl.policy_evaluation(m, pi), atol=0.05)
+
+
+def test_q_learning_reaches_q_star_on_deterministic_mdp() -> None:
+    g = rl.GridWorld(2, 2, forbidden=[(0, 1)], target=(1, 1), gamma=0.8)
+    m = g.mdp()
+    v_star, _ = rl.value_iteration(m)
+    q_star = rl.q_values(m, v_star)
+    env = rl.Environment(m, np.random.default_rng(0))
+    # behaviour is uniformly random (epsilon = 1): Q-learning is off-policy, it still learns q*
+    q, _ = rl.q_learning(env, n_episodes=200, alpha=0.5, epsilon=1.0, max_steps=50)
+    np.testing.assert_allclose(q, q_star, atol=1e-3)
+
+
+def test_sarsa_learns_epsilon_greedy_values() -> None:
+    """With a fixed small epsilon Sarsa's q approaches q of the epsilon-greedy policy it follows."""
+    g = rl.GridWorld(2, 2, target=(1, 1), gamma=0.5)
+    m = g.mdp()
+    env = rl.Environment(m, np.random.default_rng(2))
+    eps = 0.2
+    q, _ = rl.sarsa(env, n_episodes=400, alpha=lambda n: 1.0 / n**0.6, epsilon=eps, max_steps=50)
+    pi = rl.epsilon_greedy(q, eps)
+    q_pi = rl.q_values(m, rl.policy_evaluation(m, pi))
+    greedy = pi.argmax(axis=1)
+    rows = np.arange(m.S)
+    # the greedy actions are taken most often, so their estimates are the accurate ones
+    np.testing.assert_allclose(q[rows, greedy], q_pi[rows, greedy], atol=0.1)
+    v_star, _ = rl.value_iteration(m)
+    np.testing.assert_allclose(rl.policy_evaluation(m, rl.greedy_policy(q)), v_star, atol=1e-8)
+
+
+def test_mc_control_and_mc_basic_find_optimal_policy() -> None:
+    g = rl.GridWorld(2, 3, forbidden=[(0, 1)], target=(1, 2), gamma=0.8)
+    m = g.mdp()
+    v_star, _ = rl.value_iteration(m)
+    env = rl.Environment(m, np.random.default_rng(0))
+    q, pi = rl.mc_basic(env, n_iterations=5, episodes_per_pair=1, episode_length=60)
+    np.testing.assert_allclose(rl.policy_evaluation(m, pi), v_star, atol=1e-6)
+    env = rl.Environment(m, np.random.default_rng(1))
+    q, pi = rl.mc_control(env, n_episodes=800, episode_length=20, epsilon=0.0, exploring_starts=True)
+    np.testing.assert_allclose(rl.policy_evaluation(m, pi), v_star, atol=1e-6)
+
+
+def test_epsilon_greedy_is_epsilon_soft() -> None:
+    q = np.random.default_rng(0).normal(size=(4, 5))
+    pi = rl.epsilon_greedy(q, 0.3)
+    np.testing.assert_allclose(pi.sum(axis=1), 1.0)
+    assert (pi >= 0.3 / 5 - 1e-12).all()
+    assert (pi.argmax(axis=1) == q.argmax(axis=1)).all()
+
+
+# ------------------------------------------------------------------------- inputs and bad input
+
+
+def test_accepts_torch_tensors() -> None:
+    m = random_mdp(12)
+    mt = rl.MDP(torch.tensor(m.P), torch.tensor(m.R), m.gamma)
+    pi = random_policy(12, m.S, m.A)
+    np.testing.assert_allclose(rl.policy_evaluation(mt, torch.tensor(pi)), rl.policy_evaluation(m, pi))
+
+
+def test_bad_input() -> None:
+    P = np.full((2, 1, 2), 0.5)
+    R = np.zeros((2, 1))
+    with pytest.raises(ValueError, match="sum to 1"):
+        rl.MDP(np.full((2, 1, 2), 0.6), R, 0.9)
+    with pytest.raises(ValueError, match="non-negative"):
+        rl.MDP(np.array([[[1.5, -0.5]], [[0.5, 0.5]]]), R, 0.9)
+    with pytest.raises(ValueError, match=r"gamma must lie in \[0, 1\]"):
+        rl.MDP(P, R, 1.1)
+    with pytest.raises(ValueError, match=r"gamma must lie in \[0, 1\]"):
+        rl.MDP(P, R, -0.1)
+    with pytest.raises(ValueError, match="gamma = 1 needs at least one terminal"):
+        rl.MDP(P, R, 1.0)
+    with pytest.raises(ValueError, match=r"P must have shape \(S, A, S\)"):
+        rl.MDP(np.full((2, 1, 3), 1 / 3), R, 0.9)
+    with pytest.raises(ValueError, match="R must have shape"):
+        rl.MDP(P, np.zeros((2, 2)), 0.9)
+    with pytest.raises(ValueError, match="terminal must be a boolean mask of shape"):
+        rl.MDP(P, R, 0.9, terminal=np.array([True]))
+    with pytest.raises(TypeError, match="terminal must be a boolean mask"):
+        rl.MDP(P, R, 0.9, terminal=np.array([1, 0]))
+    with pytest.raises(ValueError, match="finite"):
+        rl.MDP(P, np.array([[np.nan], [0.0]]), 0.9)
+    with pytest.raises(TypeError, match="gamma must be a real number"):
+        rl.MDP(P, R, "0.9")
+    m = rl.MDP(P, R, 0.9)
+    with pytest.raises(ValueError, match=r"policy must have shape \(S, A\)"):
+        rl.policy_evaluation(m, np.ones((2, 2)) / 2)
+    with pytest.raises(ValueError, match="every row of policy must sum to 1"):
+        rl.policy_evaluation(m, np.array([[1.0], [0.5]]))
+    with pytest.raises(ValueError, match="method must be"):
+        rl.policy_evaluation(m, np.ones((2, 1)), method="magic")
+    with pytest.raises(ValueError, match=r"v must have shape"):
+        rl.q_values(m, np.zeros(3))
+    with pytest.raises(TypeError, match="mdp must be"):
+        rl.value_iteration("not an mdp")
+    with pytest.raises(ValueError, match="k must be a positive int"):
+        rl.truncated_policy_iteration(m, 0)
+    with pytest.raises(ValueError, match="outside the"):
+        rl.GridWorld(2, 2, target=(2, 0))
+    with pytest.raises(ValueError, match="cannot also be forbidden"):
+        rl.GridWorld(2, 2, target=(0, 0), forbidden=[(0, 0)])
+    with pytest.raises(TypeError, match="rng must be"):
+        rl.Environment(m, 0)
+    with pytest.raises(ValueError, match="alpha must lie"):
+        rl.td0(rl.Environment(m, np.random.default_rng(0)), np.ones((2, 1)), n_episodes=1, episode_length=1, alpha=2.0)
+
+
+# ------------------------------------------------------------------------- stochastic approximation
+
+
+def test_incremental_mean_equals_running_sample_mean() -> None:
+    x = np.random.default_rng(0).normal(size=(50, 3))
+    expected = np.cumsum(x, axis=0) / np.arange(1, 51)[:, None]
+    np.testing.assert_allclose(rl.incremental_mean(x), expected, atol=1e-12)
+
+
+def test_incremental_mean_constant_step_is_exponential_average() -> None:
+    x = np.random.default_rng(1).normal(size=20)
+    a = 0.3
+    w = rl.incremental_mean(x, alpha=a)
+    # closed form: w_K = (1-a)^(K-1) x_1 + sum_{j>=2} a (1-a)^(K-j) x_j
+    K = len(x)
+    weights = np.array([(1 - a) ** (K - 1)] + [a * (1 - a) ** (K - j) for j in range(2, K + 1)])
+    assert w[-1] == pytest.approx(float(weights @ x))
+
+
+def test_robbins_monro_finds_root_under_noise() -> None:
+    rng = np.random.default_rng(0)
+    root = np.arctanh(0.5)
+    noisy = lambda w, k: np.tanh(w) - 0.5 + rng.normal(size=w.shape)
+    w = rl.robbins_monro(noisy, np.full(200, 3.0), 4.0 / np.arange(1, 4001))
+    assert np.mean((w[-1] - root) ** 2) < 5e-3
+    # step sizes summing to a finite total cannot travel far: a_k = 1/k^2 stalls
+    w_stall = rl.robbins_monro(noisy, np.full(200, 3.0), 0.05 / np.arange(1, 4001) ** 2)
+    assert np.abs(w_stall[-1] - root).min() > 1.5  # every chain is still far from the root
+
+
+def test_robbins_monro_constant_step_variance_matches_recursion() -> None:
+    """g(w) = c (w - w*) with noise variance s2: E(w_k - w*)^2 -> a s2 / (2c - a c^2)."""
+    rng = np.random.default_rng(1)
+    a, c, s2 = 0.1, 1.0, 1.0
+    noisy = lambda w, k: c * w + rng.normal(scale=np.sqrt(s2), size=w.shape)
+    w = rl.robbins_monro(noisy, np.zeros(4000), np.full(300, a))
+    assert np.var(w[-1]) == pytest.approx(a * s2 / (2 * c - a * c**2), rel=0.08)
+
+
+def test_stochastic_approximation_bad_input() -> None:
+    with pytest.raises(ValueError, match="alpha must lie"):
+        rl.incremental_mean([1.0, 2.0], alpha=1.5)
+    with pytest.raises(ValueError, match="samples must have shape"):
+        rl.incremental_mean(np.zeros(0))
+    with pytest.raises(ValueError, match="non-negative"):
+        rl.robbins_monro(lambda w, k: w, 0.0, [-0.1])
