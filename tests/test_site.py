@@ -164,14 +164,9 @@ def test_colab_launch_links_point_at_each_lab(built_site, server, browser):
         assert expected in hrefs, f"{lab}: Colab link {hrefs} != {expected}"
 
 
-def test_static_explorer_slider_changes_the_frame(built_site, server, browser):
-    lab = "notebooks/attention/online-softmax"
-    if not (built_site / f"{lab}.html").exists():
-        pytest.fail(f"{lab}.html was not built")
-    page, errors, _ = _open(browser, f"{server}/{lab}.html")
-    players = page.locator(".dr-explorer")
-    assert players.count() >= 1, "the chapter 1 lab shows at least one explorer"
-    player = players.first
+def _slide_first_explorer(page) -> tuple[bool, bool]:
+    """Move a static explorer's slider as a reader would (keyboard); report what changed."""
+    player = page.locator(".dr-explorer").first
     player.scroll_into_view_if_needed()
     visible = "el => Array.from(el.querySelectorAll('img.dr-frame')).findIndex(i => i.style.display !== 'none')"
     before = player.evaluate(visible)
@@ -182,8 +177,37 @@ def test_static_explorer_slider_changes_the_frame(built_site, server, browser):
     page.keyboard.press("End" if before == 0 else "Home")
     after = player.evaluate(visible)
     src_after = player.locator("img.dr-frame").nth(after).get_attribute("src")
-    assert after != before and src_after != src_before, "the displayed frame changed"
-    assert player.locator("output.dr-value").inner_text() != label_before, "the value label changed"
-    assert player.locator("img.dr-frame").nth(after).is_visible()
+    frame_changed = after != before and src_after != src_before and player.locator("img.dr-frame").nth(after).is_visible()
+    return frame_changed, player.locator("output.dr-value").inner_text() != label_before
+
+
+def test_static_explorer_slider_changes_the_frame(built_site, server, browser):
+    lab = "notebooks/attention/online-softmax"
+    if not (built_site / f"{lab}.html").exists():
+        pytest.fail(f"{lab}.html was not built")
+    page, errors, _ = _open(browser, f"{server}/{lab}.html")
+    assert page.locator(".dr-explorer").count() >= 1, "the chapter 1 lab shows at least one explorer"
+    frame_changed, label_changed = _slide_first_explorer(page)
+    assert frame_changed, "the displayed frame changed"
+    assert label_changed, "the value label changed"
     assert not errors, errors
     page.close()
+
+
+def test_every_lab_explorer_works_without_a_kernel(built_site, server, browser):
+    """Each lab page's first explorer responds to its slider on the static site."""
+    problems, seen = [], 0
+    for lab in _lab_pages():
+        page, errors, _ = _open(browser, f"{server}/{lab}.html")
+        if page.locator(".dr-explorer").count():
+            seen += 1
+            frame_changed, label_changed = _slide_first_explorer(page)
+            if not (frame_changed and label_changed):
+                problems.append(f"{lab}: slider did not change the frame")
+        if page.locator(".jupyter-widgets, .widget-area").count():
+            problems.append(f"{lab}: a widget view was rendered (it needs a kernel)")
+        if errors:
+            problems.append(f"{lab}: {errors[:2]}")
+        page.close()
+    assert seen >= 1
+    assert not problems, "\n".join(problems)
