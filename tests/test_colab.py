@@ -33,7 +33,7 @@ def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def colab_kernel(tmp_path_factory) -> tuple[str, Path, dict]:
+def colab_kernel(tmp_path_factory) -> tuple[str, Path, dict, Path]:
     base = tmp_path_factory.mktemp("colab")
     venv = base / "venv"
     _run([sys.executable, "-m", "venv", str(venv)])
@@ -41,7 +41,7 @@ def colab_kernel(tmp_path_factory) -> tuple[str, Path, dict]:
     # torch first and pinned, so nothing pulls a CUDA build.
     _run([str(py), "-m", "pip", "install", "-q", COLAB_PACKAGES[0]])
     _run([str(py), "-m", "pip", "install", "-q", *COLAB_PACKAGES[1:]])
-    probe = subprocess.run([str(py), "-c", "import minilib"], capture_output=True)
+    probe = subprocess.run([str(py), "-c", "import minilib"], capture_output=True, cwd=base)
     assert probe.returncode != 0, "the Colab-like venv must start without minilib"
     kernels = base / "jupyter"
     _run([str(py), "-m", "ipykernel", "install", "--prefix", str(kernels), "--name", "colab-like"])
@@ -52,11 +52,11 @@ def colab_kernel(tmp_path_factory) -> tuple[str, Path, dict]:
         "MINILIB_DEVICE": "cpu",
     }
     env.pop("PYTHONPATH", None)
-    return "colab-like", py, env
+    return "colab-like", py, env, base
 
 
 def test_chapter1_lab_runs_in_a_colab_like_venv(colab_kernel, tmp_path, monkeypatch):
-    kernel_name, py, env = colab_kernel
+    kernel_name, py, env, base = colab_kernel
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("PYTHONPATH", raising=False)
@@ -67,7 +67,7 @@ def test_chapter1_lab_runs_in_a_colab_like_venv(colab_kernel, tmp_path, monkeypa
     text = "".join(o.get("text", "") for o in boot.outputs if o.get("output_type") == "stream")
     assert "minilib" in text and "device cpu" in text, text
     # The bootstrap really installed minilib into the fresh venv, at the book's version.
-    proc = _run([str(py), "-c", "import json, minilib; print(json.dumps([minilib.__version__, minilib.__file__]))"])
+    proc = _run([str(py), "-c", "import json, minilib; print(json.dumps([minilib.__version__, minilib.__file__]))"], cwd=base)
     version, where = json.loads(proc.stdout)
     import minilib
 
