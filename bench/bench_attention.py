@@ -8,8 +8,9 @@ N in {1024, 4096, 8192}. 4-D inputs matter: only then does torch's CPU
 ``scaled_dot_product_attention`` take its fused FlashAttention kernel, which is the bar.
 Every implementation runs in the same process, with the same torch thread count, side by side.
 
-Time: the median of a few calls after a warm-up call (``minilib.bench.time_call``), under
-``torch.no_grad()``.
+Time: the median over several rounds after a warm-up round, under ``torch.no_grad()``. Each
+round calls the three methods in turn (``minilib.bench.time_interleaved``), so a slow spell of
+a shared machine slows all three alike and the ratios stay fair.
 
 Extra peak memory: how far the process's resident-set high-water mark rises above its level
 just before the call (``minilib.bench.extra_peak_memory``). The mark is reset through
@@ -21,6 +22,9 @@ measurement, because that glibc setting slows allocation down a little.
 Targets (from the book's foundation issue):
   * at N = 4096, flash_attention takes at most 1.5x the fused SDPA's time;
   * at N = 8192, flash_attention's extra peak memory is at most 10% of naive attention's.
+
+``flash_attention`` runs its query blocks on as many worker threads as torch has threads
+(see ``minilib.attention``), so all three methods use the same cores.
 
 Options: ``--threads T`` sets torch's thread count (default: torch's own default);
 ``--sizes 1024 4096`` runs other lengths (the targets are reported only when their size runs).
@@ -44,7 +48,7 @@ from minilib.attention import (  # noqa: E402
     flash_attention,
     softmax_attention,
 )
-from minilib.bench import extra_peak_memory, memory_supported, time_call  # noqa: E402
+from minilib.bench import extra_peak_memory, memory_supported, time_interleaved  # noqa: E402
 
 B, H, D = 1, 4, 64
 METHODS = {
@@ -75,9 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     mems: dict[tuple[int, str], int | None] = {}
     with torch.no_grad():
         for n, (q, k, v) in inputs.items():  # 1) all timings
-            repeats = 5 if n <= 1024 else 3
-            for name, fn in METHODS.items():
-                times[n, name] = time_call(lambda fn=fn, q=q, k=k, v=v: fn(q, k, v), repeats=repeats)
+            repeats = 9 if n <= 4096 else 3
+            fns = {name: (lambda fn=fn, q=q, k=k, v=v: fn(q, k, v)) for name, fn in METHODS.items()}
+            for name, t in time_interleaved(fns, repeats=repeats).items():
+                times[n, name] = t
             err = (flash_attention(q, k, v) - F.scaled_dot_product_attention(q, k, v)).abs().max()
             print(f"N={n}: max |flash_attention - sdpa| = {float(err):.1e}")
         for n, (q, k, v) in inputs.items():  # 2) then all memory measurements

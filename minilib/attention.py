@@ -14,7 +14,10 @@ Everything here follows the device and dtype of its inputs and runs on ``meta`` 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -32,14 +35,15 @@ __all__ = [
     "softmax_attention",
 ]
 
-#: Default tile sizes of :func:`flash_attention`, chosen by measurement on a shared 2-core CPU
-#: at N = 4096, d = 64, 4 heads (block_q in 64..1024, block_k in 1024..4096; see
-#: ``bench/bench_attention.py``). In eager PyTorch every tile costs three separate parallel
-#: kernels (matmul, fused softmax, matmul), so few large tiles win: query blocks of 1024 and key
-#: tiles of 4096 (one tile for N_k <= 4096). A score tile is then 1024 x 4096 floats per head
-#: (16 MiB), a quarter of the N x N matrix at N = 4096 and a sixteenth at N = 8192.
-DEFAULT_BLOCK_Q = 1024
-DEFAULT_BLOCK_K = 4096
+#: Default tile sizes of :func:`flash_attention`, chosen by measurement on a 2-core CPU
+#: (AMD EPYC, 1 MiB of L2 cache per core) at N in {1024, 4096, 8192}, d = 64, 4 heads, against
+#: block_q in 32..1024 and block_k in 512..8192 (``bench/bench_attention.py``). In eager PyTorch
+#: every step of a tile is a separate pass over it (matmul, max, fused softmax, max, matmul), and
+#: a pass is cheap only while the tile sits in the core's cache: 256 x 1024 scores are 1 MiB of
+#: float32, the L2 size. Larger tiles spill to the shared L3 and slow down when other work uses
+#: the machine; smaller ones pay Python and kernel-launch costs on more tiles.
+DEFAULT_BLOCK_Q = 256
+DEFAULT_BLOCK_K = 1024
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,73 +238,150 @@ def online_softmax(x: torch.Tensor, *, block_size: int) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 # FlashAttention, in the FlashAttention-2 form, with a hand-written backward
 # ---------------------------------------------------------------------------------------------
+#: Score entries one job may hold: 2**18 float32 numbers are 1 MiB, about one core's L2 cache.
+#: Heads are grouped into one job only while their tiles together stay under this.
+_JOB_TILE_ENTRIES = 1 << 18
+#: Below this many score entries (all heads, N_q x N_k) a call runs on the calling thread: the
+#: thread hand-off would cost more than it saves.
+_PARALLEL_MIN_ENTRIES = 1 << 22
+_THREADS_LOCK = threading.Lock()
+
+
+@contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """Run the body with torch's intra-op thread count at 1, then restore it.
+
+    The workers of :func:`_flash_forward` already use every core, one query block each; torch
+    splitting each of their small products again would only add synchronisation. The lock keeps
+    two concurrent calls from restoring each other's setting in the wrong order.
+    """
+    with _THREADS_LOCK:
+        saved = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(saved)
+
+
+def _n_workers(x: torch.Tensor, entries: int, n_jobs: int) -> int:
+    """How many threads run the query blocks: torch's thread count on a CPU, else one."""
+    if x.device.type != "cpu" or entries < _PARALLEL_MIN_ENTRIES:
+        return 1  # a GPU queues its own kernels; meta tensors have no work
+    return max(1, min(torch.get_num_threads(), n_jobs))
+
+
 def _flash_forward(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, tau: float, block_q: int, block_k: int,
     need_lse: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Tiled forward on 3-D ``(B, N, d)`` tensors; returns ``out`` and ``lse`` ``(B, N_q)``.
 
-    Each tile's state is kept in log space: its log-sum-exp ``lse_t`` and its normalised
-    output ``o_t = softmax(s_t) v_t``, computed with torch's fused row softmax (one pass over
-    the tile instead of the four of max, subtract, exp and sum). Tiles are then combined with
-    the merge (online-softmax-merge-log). When only one key tile exists and no ``lse`` is
-    wanted, the tile's output is the answer and its ``lse`` is never formed.
+    The outer loop of (online-softmax-alg-fa2) has no dependence between query blocks, so the
+    blocks are jobs: one job is a query block of one or more heads (as many as keep its score
+    tile within ``_JOB_TILE_ENTRIES``). On a CPU with several torch threads the jobs are dealt
+    round-robin to that many worker threads, each running its tile products single-threaded
+    on a tile that stays in its cache: the way FlashAttention-2 spreads query blocks over
+    thread blocks on a GPU. Each job writes its own rows of ``out`` and ``lse``.
     """
     b, n_q, _ = q.shape
     n_k, d_v = k.shape[1], v.shape[2]
-    offset = n_k - n_q  # bottom-right alignment: row i sees keys j <= i + offset
-    outs, lses = [], []  # one entry per query block, concatenated once at the end
-    q = q * tau  # fold the scale into the queries once
     k_t = k.transpose(1, 2)  # (B, d, N_k)
-    neg_inf = float("-inf")
-    # one scratch buffer for every score tile: no fresh allocation (and page faults) per tile
-    scratch = torch.empty(b * min(block_q, n_q) * min(block_k, n_k), dtype=q.dtype, device=q.device)
-    for i0 in range(0, n_q, block_q):
-        i1 = min(i0 + block_q, n_q)
-        q_i = q[:, i0:i1]  # (B, bq, d)
-        # (online-softmax-causal): key tiles that start after the last key visible to the
-        # block's last row are fully masked and never read
-        k_end = n_k if not causal else max(0, min(n_k, i1 + offset))
-        starts = range(0, k_end, block_k)
-        lse_i: torch.Tensor | None = None  # the block's state (lse_i, o_i); None = no key yet
-        o_i: torch.Tensor | None = None
-        for j0 in starts:
-            j1 = min(j0 + block_k, n_k)
-            s = scratch[: b * (i1 - i0) * (j1 - j0)].view(b, i1 - i0, j1 - j0)
-            torch.bmm(q_i, k_t[:, :, j0:j1], out=s)  # (B, bq, bk): scores of this tile
-            masked = causal and j1 - 1 > i0 + offset  # a tile on the diagonal
-            if masked:
-                s.masked_fill_(_tile_mask(i0, i1, j0, j1, offset, q.device), neg_inf)
-            if len(starts) == 1 and not masked and not need_lse:
-                o_i = torch.bmm(torch.softmax(s, dim=-1, out=s), v[:, j0:j1])  # the whole answer
-                break
-            m_t, arg = s.max(dim=-1, keepdim=True)  # (B, bq, 1) tile max and where it is
-            p = torch.softmax(s, dim=-1, out=s)  # exp(s - lse_t), one fused pass, in place
-            # lse_t = m_t - log p_max, because p at the max is exp(m_t - lse_t) >= 1 / bk
-            lse_t = m_t - torch.log(p.gather(-1, arg))
-            o_t = torch.bmm(p, v[:, j0:j1])  # (B, bq, d_v), normalised within the tile
-            if masked:  # rows that see no key of this tile hold NaN: make them empty states
-                seen = _tile_rows_seen(i0, i1, j0, offset, q.device)  # (bq, 1)
-                lse_t = torch.where(seen, lse_t, neg_inf)
-                o_t = torch.where(seen, o_t, 0.0)
-            if lse_i is None or o_i is None:
-                lse_i, o_i = lse_t, o_t
-                continue
-            # (online-softmax-merge-log): combine (lse_i, o_i) with (lse_t, o_t)
-            lse_new = torch.logaddexp(lse_i, lse_t)
-            shift = torch.where(torch.isneginf(lse_new), 0.0, lse_new)  # both empty: keep 0
-            o_i = o_i * torch.exp(lse_i - shift) + o_t * torch.exp(lse_t - shift)
-            lse_i = lse_new
-        if o_i is None:  # every key is hidden from this block (N_q > N_k): the empty state
-            o_i = torch.zeros((b, i1 - i0, d_v), dtype=q.dtype, device=q.device)
-        if lse_i is None:
-            lse_i = torch.full((b, i1 - i0, 1), neg_inf, dtype=q.dtype, device=q.device)
-        outs.append(o_i)
-        lses.append(lse_i)
-    out = torch.cat(outs, dim=1)  # (B, N_q, d_v)
-    if not need_lse:
+    out = q.new_empty((b, n_q, d_v))
+    lse = q.new_empty((b, n_q, 1)) if need_lse else None
+    tile = min(block_q, n_q) * min(block_k, n_k)  # score entries of one head's tile
+    group = max(1, min(b, _JOB_TILE_ENTRIES // max(tile, 1)))  # heads per job
+    jobs = [(h0, min(h0 + group, b), i0, min(i0 + block_q, n_q))
+            for h0 in range(0, b, group) for i0 in range(0, n_q, block_q)]
+
+    @torch.no_grad()  # grad mode is per thread; the backward pass is our own (_FlashAttention)
+    def run(my_jobs: list[tuple[int, int, int, int]]) -> None:
+        # one scratch buffer per worker for every score tile: no allocation per tile
+        scratch = q.new_empty(group * tile)
+        for h0, h1, i0, i1 in my_jobs:
+            o_view = out[h0:h1, i0:i1]
+            q_i = q[h0:h1, i0:i1] * tau  # fold the scale into the block's queries (in cache)
+            o_i, lse_i = _flash_query_block(q_i, k_t[h0:h1], v[h0:h1], i0, n_q, causal,
+                                            block_k, need_lse, scratch, o_view)
+            if o_i is not o_view:
+                o_view.copy_(o_i)
+            if lse is not None and lse_i is not None:
+                lse[h0:h1, i0:i1] = lse_i
+
+    workers = _n_workers(q, b * n_q * n_k, len(jobs))
+    if workers == 1:
+        run(jobs)
+    else:
+        with _one_torch_thread(), ThreadPoolExecutor(workers) as pool:
+            # round-robin: neighbouring blocks (same keys, similar causal work) run side by side
+            list(pool.map(run, [jobs[w::workers] for w in range(workers)]))
+    if lse is None:
         return out, None
-    return out, torch.cat(lses, dim=1).squeeze(-1)  # (online-softmax-lse): (B, N_q)
+    return out, lse.squeeze(-1)  # (online-softmax-lse): (B, N_q)
+
+
+def _flash_query_block(
+    q_i: torch.Tensor, k_t: torch.Tensor, v: torch.Tensor, i0: int, n_q: int, causal: bool, block_k: int,
+    need_lse: bool, scratch: torch.Tensor, o_view: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One query block's ``(o_i, lse_i)``: (online-softmax-alg-fa2) over its key tiles.
+
+    ``q_i`` is ``(G, b_q, d)`` (already scaled) for rows ``i0 : i0 + b_q``; ``k_t`` is
+    ``(G, d, N_k)``; ``o_view`` is where the block's output goes. Each tile's state is kept in
+    log space: its log-sum-exp ``lse_t`` and its normalised output ``o_t = softmax(s_t) v_t``,
+    computed with torch's fused row softmax (one pass over the tile instead of the four of max,
+    subtract, exp and sum). Tiles are then combined with the merge (online-softmax-merge-log).
+    When only one key tile exists and no ``lse`` is wanted, the tile's output is the answer and
+    its ``lse`` is never formed.
+    """
+    g, bq, _ = q_i.shape
+    n_k, d_v = k_t.shape[2], v.shape[2]
+    i1 = i0 + bq
+    offset = n_k - n_q  # bottom-right alignment: row i sees keys j <= i + offset
+    neg_inf = float("-inf")
+    # (online-softmax-causal): keys after the last one visible to the block's last row are
+    # hidden from every row of the block, so they are never read: tiles past it are skipped
+    # and the last tile is cut short
+    k_end = n_k if not causal else max(0, min(n_k, i1 + offset))
+    starts = range(0, k_end, block_k)
+    lse_i: torch.Tensor | None = None  # the block's state (lse_i, o_i); None = no key yet
+    o_i: torch.Tensor | None = None
+    for j0 in starts:
+        j1 = min(j0 + block_k, k_end)
+        s = scratch[: g * bq * (j1 - j0)].view(g, bq, j1 - j0)
+        torch.bmm(q_i, k_t[:, :, j0:j1], out=s)  # (G, bq, bk): scores of this tile
+        masked = causal and j1 - 1 > i0 + offset  # a tile on the diagonal
+        if masked:
+            s.masked_fill_(_tile_mask(i0, i1, j0, j1, offset, q_i.device), neg_inf)
+        if len(starts) == 1 and not masked and not need_lse:
+            # the whole answer, written straight into the block's rows of the output
+            return torch.bmm(torch.softmax(s, dim=-1, out=s), v[:, j0:j1], out=o_view), None
+        m_t = s.amax(dim=-1, keepdim=True)  # (G, bq, 1) the tile's row max
+        p = torch.softmax(s, dim=-1, out=s)  # exp(s - lse_t), one fused pass, in place
+        # lse_t = m_t - log p_max: the largest p sits at the largest s, where it equals
+        # exp(m_t - lse_t) >= 1 / bk (so the log is safe). amax is a fast pass; max with indices
+        # and a gather would cost as much as the softmax itself
+        lse_t = m_t - torch.log(p.amax(dim=-1, keepdim=True))
+        o_t = torch.bmm(p, v[:, j0:j1])  # (G, bq, d_v), normalised within the tile
+        if masked:  # rows that see no key of this tile hold NaN: make them empty states
+            seen = _tile_rows_seen(i0, i1, j0, offset, q_i.device)  # (bq, 1)
+            lse_t = torch.where(seen, lse_t, neg_inf)
+            o_t = torch.where(seen, o_t, 0.0)
+        if lse_i is None or o_i is None:
+            lse_i, o_i = lse_t, o_t
+            continue
+        # (online-softmax-merge-log): combine (lse_i, o_i) with (lse_t, o_t). The weight of
+        # o_i is exp(lse_i - lse) = sigmoid(lse_i - lse_t), that of o_t is one minus it
+        w = torch.sigmoid(lse_i - lse_t)  # (G, bq, 1); 0 or 1 when one state is empty
+        if causal:  # a row still empty in both states gives -inf - -inf: its outputs are 0
+            w = torch.nan_to_num(w, nan=1.0)
+        o_i = torch.lerp(o_t, o_i, w)  # w o_i + (1 - w) o_t
+        lse_i = torch.logaddexp(lse_i, lse_t)
+    if o_i is None:  # every key is hidden from this block (N_q > N_k): the empty state
+        o_i = torch.zeros((g, bq, d_v), dtype=q_i.dtype, device=q_i.device)
+    if lse_i is None:
+        lse_i = torch.full((g, bq, 1), neg_inf, dtype=q_i.dtype, device=q_i.device)
+    return o_i, lse_i
 
 
 def _tile_rows_seen(i0: int, i1: int, j0: int, offset: int, device: torch.device) -> torch.Tensor:
@@ -332,7 +413,7 @@ def _flash_backward(
         q_i, do_i = q[:, i0:i1], d_out[:, i0:i1]
         k_end = n_k if not causal else max(0, min(n_k, i1 + offset))
         for j0 in range(0, k_end, block_k):
-            j1 = min(j0 + block_k, n_k)
+            j1 = min(j0 + block_k, k_end)  # keys from k_end on are hidden from the whole block
             k_j, v_j = k[:, j0:j1], v[:, j0:j1]
             s = torch.bmm(q_i, k_j.transpose(1, 2)).mul_(tau)
             if causal and j1 - 1 > i0 + offset:
@@ -390,6 +471,12 @@ def flash_attention(
     saved ``lse`` and uses ``D = rowsum(dO * O)``. It is differentiable once (no
     double-backward).
 
+    Threads: on a CPU with ``torch.get_num_threads() > 1`` and at least ``2**22`` scores in all,
+    the forward pass deals its (head, query block) jobs to that many worker threads, each
+    running single-threaded torch operations. For the duration of the call torch's intra-op
+    thread count is set to 1 and then restored, so other threads using torch meanwhile run
+    single-threaded, and concurrent large calls take turns.
+
     Args:
         q: queries, shape ``(..., N_q, d)``.
         k: keys, shape ``(..., N_k, d)``; leading dims equal to those of ``q``.
@@ -398,8 +485,9 @@ def flash_attention(
             ``j <= i + (N_k - N_q)``. For ``N_q == N_k`` this equals
             ``scaled_dot_product_attention(..., is_causal=True)``.
         scale: the score scale; default ``1 / sqrt(d)``.
-        block_q: queries per block (default ``DEFAULT_BLOCK_Q``).
-        block_k: keys per tile (default ``DEFAULT_BLOCK_K``). Lengths need not be multiples.
+        block_q: queries per block (default ``DEFAULT_BLOCK_Q`` = 256).
+        block_k: keys per tile (default ``DEFAULT_BLOCK_K`` = 1024). Lengths need not be
+            multiples.
         return_lse: also return the log-sum-exp of each query's scaled scores.
 
     Returns:

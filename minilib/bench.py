@@ -1,6 +1,9 @@
 """Small, honest measurements of time and extra peak memory on a CPU.
 
-Time: the median of several calls after a warm-up call (:func:`time_call`).
+Time: the median of several calls after a warm-up call (:func:`time_call`). To compare several
+functions on a machine whose speed drifts (shared cores, frequency changes), time them with
+:func:`time_interleaved`: it calls them in turn, round after round, so a slow spell slows every
+one of them alike instead of one function's whole run.
 
 Memory (:func:`extra_peak_memory`): the rise of the process's resident-set high-water mark
 (``VmHWM`` in ``/proc/self/status``) above its resident size just before the call. The mark is
@@ -27,11 +30,11 @@ import ctypes
 import gc
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["extra_peak_memory", "memory_supported", "time_call"]
+__all__ = ["extra_peak_memory", "memory_supported", "time_call", "time_interleaved"]
 
 _M_MMAP_THRESHOLD = -3  # from glibc's malloc.h
 _mmap_pinned = False
@@ -122,3 +125,45 @@ def time_call(fn: Callable[[], Any], *, repeats: int = 3, warmup: int = 1) -> fl
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def time_interleaved(
+    fns: Mapping[str, Callable[[], Any]], *, repeats: int = 5, warmup: int = 1
+) -> dict[str, float]:
+    """The median wall time of each function, timed in turn, round after round.
+
+    Each round calls every function of ``fns`` once, in order; after ``warmup`` untimed rounds
+    come ``repeats`` timed ones. Ratios between the medians are then fair even when the machine
+    speeds up or slows down during the run, which back-to-back :func:`time_call` runs are not.
+
+    Args:
+        fns: names mapped to functions of no arguments (at least one).
+        repeats: timed rounds (>= 1).
+        warmup: untimed rounds first (>= 0).
+
+    Returns:
+        ``{name: seconds}``, the median over the timed rounds, in the order of ``fns``.
+
+    >>> t = time_interleaved({"a": lambda: None, "b": lambda: sum(range(100))}, repeats=3)
+    >>> list(t), all(x >= 0 for x in t.values())
+    (['a', 'b'], True)
+    """
+    if not isinstance(fns, Mapping) or not fns:
+        raise TypeError(f"fns must be a non-empty mapping of names to functions, got {fns!r}")
+    for name, fn in fns.items():
+        if not callable(fn):
+            raise TypeError(f"fns[{name!r}] must be callable, got {type(fn).__name__}")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be an int >= 1, got {repeats!r}")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"warmup must be an int >= 0, got {warmup!r}")
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}

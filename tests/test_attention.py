@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import threading
+import types
 
 import pytest
 import torch
@@ -10,7 +12,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minilib import bench
+from minilib import attention, bench
 from minilib.attention import (
     attention_tile_states,
     causal_mask,
@@ -155,6 +157,79 @@ def test_tile_states_end_at_the_answer():
     # after tile t, the state is exactly that of attention over the first keys only
     j1 = states[1]["keys"][1]
     torch.testing.assert_close(states[1]["o"], softmax_attention(q, k[:j1], v[:j1]), **TOL)
+
+
+# --- flash attention: query blocks on worker threads ----------------------------------------
+@pytest.mark.parametrize("n_q,n_k,causal", [(37, 37, False), (37, 37, True), (19, 53, True), (53, 19, True)])
+def test_flash_worker_threads_match_sdpa_and_restore_threads(monkeypatch, n_q, n_k, causal):
+    """The threaded path (every size counts as large, torch has 2 threads) gives the same
+    forward, log-sum-exp and gradients, runs its blocks off the calling thread with torch at one
+    thread, and leaves torch's thread count as it found it."""
+    monkeypatch.setattr(attention, "_PARALLEL_MIN_ENTRIES", 0)
+    seen = []  # (thread, torch threads) of every query block
+    block = attention._flash_query_block
+
+    def spy(*args, **kwargs):
+        seen.append((threading.get_ident(), torch.get_num_threads()))
+        return block(*args, **kwargs)
+
+    monkeypatch.setattr(attention, "_flash_query_block", spy)
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        q, k, v = _qkv(n_q=n_q, n_k=n_k, grad=True)
+        out, lse = flash_attention(q, k, v, causal=causal, block_q=8, block_k=16, return_lse=True)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(saved)
+    assert len(seen) == math.ceil(n_q / 8)  # the six heads' small tiles share one job per block
+    assert all(t != threading.get_ident() and n == 1 for t, n in seen)
+    s = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
+    rows = slice(None)
+    if causal:
+        mask = causal_mask(n_q, n_k)
+        s = s.masked_fill(~mask, float("-inf"))
+        rows = mask.any(-1)
+    torch.testing.assert_close(lse[..., rows], torch.logsumexp(s, -1)[..., rows], **TOL)
+    ref = softmax_attention(q, k, v, causal=causal)
+    torch.testing.assert_close(out, ref, **TOL)
+    g = torch.randn_like(out)
+    ours = torch.autograd.grad((out * g).sum(), (q, k, v))
+    theirs = torch.autograd.grad((ref * g).sum(), (q, k, v))
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, **TOL)
+
+
+def test_flash_worker_error_propagates_and_restores_threads(monkeypatch):
+    monkeypatch.setattr(attention, "_PARALLEL_MIN_ENTRIES", 0)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("tile failed")
+
+    monkeypatch.setattr(attention, "_flash_query_block", broken)
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(RuntimeError, match="tile failed"):
+            flash_attention(*_qkv(n_q=20, n_k=20), block_q=4)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(saved)
+
+
+def test_flash_one_thread_stays_on_the_calling_thread(monkeypatch):
+    monkeypatch.setattr(attention, "_PARALLEL_MIN_ENTRIES", 0)
+    threads = []
+    block = attention._flash_query_block
+
+    def spy(*args, **kwargs):
+        threads.append(threading.get_ident())
+        return block(*args, **kwargs)
+
+    monkeypatch.setattr(attention, "_flash_query_block", spy)
+    assert torch.get_num_threads() == 1  # tests/conftest.py
+    flash_attention(*_qkv(n_q=20, n_k=20), block_q=4)
+    assert threads and set(threads) == {threading.get_ident()}
 
 
 # --- flash attention: backward -----------------------------------------------------------------
@@ -311,3 +386,38 @@ def test_bench_helpers():
         assert 7e6 < extra < 12e6
     else:
         assert extra is None
+
+
+def test_time_interleaved_round_robin_and_medians(monkeypatch):
+    # a fake clock that only the timed functions advance: each call's duration is known exactly
+    clock = {"now": 0.0}
+    monkeypatch.setattr(bench, "time", types.SimpleNamespace(perf_counter=lambda: clock["now"]))
+    durations = {"a": iter([100.0, 1.0, 5.0, 3.0]), "b": iter([100.0, 2.0, 2.0, 9.0])}  # 1st: warm-up
+    calls = []
+
+    def timed(name):
+        def fn():
+            calls.append(name)
+            clock["now"] += next(durations[name])
+        return fn
+
+    medians = bench.time_interleaved({"a": timed("a"), "b": timed("b")}, repeats=3, warmup=1)
+    assert calls == ["a", "b"] * 4  # round after round, warm-up round included
+    assert medians == {"a": 3.0, "b": 2.0}  # medians of the timed rounds only
+
+
+def test_time_interleaved_rejects_bad_input():
+    with pytest.raises(TypeError, match="fns"):
+        bench.time_interleaved({})
+    with pytest.raises(TypeError, match=r"fns\['x'\]"):
+        bench.time_interleaved({"x": 3})
+    with pytest.raises(ValueError, match="repeats"):
+        bench.time_interleaved({"x": lambda: None}, repeats=0)
+    with pytest.raises(ValueError, match="warmup"):
+        bench.time_interleaved({"x": lambda: None}, warmup=-1)
+
+
+def test_flash_docstring_states_the_default_blocks():
+    doc = flash_attention.__doc__
+    assert f"``DEFAULT_BLOCK_Q`` = {attention.DEFAULT_BLOCK_Q}" in doc
+    assert f"``DEFAULT_BLOCK_K`` = {attention.DEFAULT_BLOCK_K}" in doc
