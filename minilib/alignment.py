@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from minilib._validate import float_tensor as _check_float
+
 __all__ = [
     "bradley_terry_loss",
     "dpo_loss",
@@ -29,14 +31,6 @@ __all__ = [
     "policy_gradient_loss",
     "ppo_clip_loss",
 ]
-
-
-def _check_float(name: str, t: object) -> torch.Tensor:
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
-    if not t.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}")
-    return t
 
 
 def _check_same_shape(**tensors: torch.Tensor) -> None:

@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from minilib._validate import float_tensor as _float_tensor
+
 __all__ = [
     "AffineCoupling",
     "cfm_pair",
@@ -38,14 +40,6 @@ State = torch.Tensor | tuple[torch.Tensor, ...]
 
 _METHODS = ("euler", "midpoint", "heun", "rk4")
 _PATHS = ("condot", "vp")
-
-
-def _check_float_tensor(x: object, name: str) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
-    return x
 
 
 def _check_pos_int(n: object, name: str) -> int:
@@ -121,7 +115,7 @@ class AffineCoupling(nn.Module):
         self.log_scale_bound = nn.Parameter(torch.ones(d))
 
     def _check_input(self, x: object, name: str) -> torch.Tensor:
-        x = _check_float_tensor(x, name)
+        x = _float_tensor(name, x)
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"{name} must have shape (B, {self.dim}), got {tuple(x.shape)}")
         return x
@@ -193,7 +187,7 @@ def flow_log_prob(layers: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor:
     True
     """
     layers = _check_layers(layers)
-    x = _check_float_tensor(x, "x")
+    x = _float_tensor("x", x)
     if x.ndim != 2:
         raise ValueError(f"x must have shape (B, d), got {tuple(x.shape)}")
     z, total = x, torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)
@@ -217,7 +211,7 @@ def flow_sample(layers: Sequence[nn.Module], z: torch.Tensor) -> torch.Tensor:
         TypeError, ValueError: as in :func:`flow_log_prob`.
     """
     layers = _check_layers(layers)
-    z = _check_float_tensor(z, "z")
+    z = _float_tensor("z", z)
     if z.ndim != 2:
         raise ValueError(f"z must have shape (B, d), got {tuple(z.shape)}")
     x = z
@@ -298,9 +292,9 @@ def odeint(
         if not x0:
             raise ValueError("x0 must be a tensor or a non-empty tuple of tensors")
         for i, xi in enumerate(x0):
-            _check_float_tensor(xi, f"x0[{i}]")
+            _float_tensor(f"x0[{i}]", xi)
     else:
-        _check_float_tensor(x0, "x0")
+        _float_tensor("x0", x0)
     t0 = _check_real(t0, "t0")
     t1 = _check_real(t1, "t1")
     _check_pos_int(steps, "steps")
@@ -391,7 +385,7 @@ def divergence(
     """
     if not callable(f):
         raise TypeError(f"f must be callable as f(t, x), got {type(f).__name__}")
-    x = _check_float_tensor(x, "x")
+    x = _float_tensor("x", x)
     if x.ndim != 2:
         raise ValueError(f"x must have shape (B, d), got {tuple(x.shape)}")
     if method not in ("exact", "hutchinson"):
@@ -463,7 +457,7 @@ def cnf_log_prob(
     Raises:
         TypeError, ValueError: as in :func:`odeint` and :func:`divergence`.
     """
-    x1 = _check_float_tensor(x1, "x1")
+    x1 = _float_tensor("x1", x1)
     if x1.ndim != 2:
         raise ValueError(f"x1 must have shape (B, d), got {tuple(x1.shape)}")
 
@@ -498,7 +492,7 @@ def cnf_log_prob(
 
 def _time_column(t: object, x: torch.Tensor, name: str = "t") -> torch.Tensor:
     """Reshape t of shape (B,) or (B, 1) to (B, 1, ..., 1) so it broadcasts over x's data dims."""
-    t = _check_float_tensor(t, name)
+    t = _float_tensor(name, t)
     B = x.shape[0]
     if not (t.shape == (B,) or t.shape == (B, 1)):
         raise ValueError(f"{name} must have shape ({B},) or ({B}, 1), got {tuple(t.shape)}")
@@ -527,8 +521,8 @@ def cfm_pair(x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> tuple[torch
     >>> x_t[:, 0].tolist(), u_t[0].tolist()
     ([0.25, 1.0], [1.0, 1.0, 1.0])
     """
-    x0 = _check_float_tensor(x0, "x0")
-    x1 = _check_float_tensor(x1, "x1")
+    x0 = _float_tensor("x0", x0)
+    x1 = _float_tensor("x1", x1)
     if x0.ndim < 1:
         raise ValueError("x0 must have a batch dimension, shape (B, ...)")
     if x0.shape != x1.shape:
@@ -563,12 +557,12 @@ def gaussian_fm_velocity(
     >>> gaussian_fm_velocity(0.5, torch.zeros(1, 1), torch.zeros(1), 1.0)
     tensor([[0.]])
     """
-    x = _check_float_tensor(x, "x")
-    mean = _check_float_tensor(mean, "mean")
+    x = _float_tensor("x", x)
+    mean = _float_tensor("mean", mean)
     if x.ndim != 2 or mean.shape != (x.shape[1],):
         raise ValueError(f"x must be (B, d) and mean (d,), got {tuple(x.shape)} and {tuple(mean.shape)}")
     if isinstance(std, torch.Tensor):
-        _check_float_tensor(std, "std")
+        _float_tensor("std", std)
         if std.shape != mean.shape:
             raise ValueError(f"std must be a float or have shape {tuple(mean.shape)}, got {tuple(std.shape)}")
         if not bool((std > 0).all()):
@@ -610,7 +604,7 @@ def path_coefficients(t: torch.Tensor, path: str = "condot") -> tuple[torch.Tens
     >>> [c.item() for c in path_coefficients(torch.tensor(0.5))]
     [0.5, 0.5, 1.0, -1.0]
     """
-    t = _check_float_tensor(t, "t")
+    t = _float_tensor("t", t)
     if path not in _PATHS:
         raise ValueError(f"path must be one of {_PATHS}, got {path!r}")
     if path == "condot":
@@ -621,8 +615,8 @@ def path_coefficients(t: torch.Tensor, path: str = "condot") -> tuple[torch.Tens
 
 
 def _conversion_inputs(field: object, x: object, t: object, name: str, path: str):
-    field = _check_float_tensor(field, name)
-    x = _check_float_tensor(x, "x")
+    field = _float_tensor(name, field)
+    x = _float_tensor("x", x)
     if field.shape != x.shape or x.ndim < 1:
         raise ValueError(f"{name} and x must have the same shape (B, ...), got {tuple(field.shape)} and {tuple(x.shape)}")
     tc = _time_column(t, x)
@@ -711,7 +705,7 @@ def straightness(path: torch.Tensor) -> torch.Tensor:
     >>> straightness(t * torch.ones(1, 3, 2)).item()
     0.0
     """
-    path = _check_float_tensor(path, "path")
+    path = _float_tensor("path", path)
     if path.ndim < 2 or path.shape[0] < 2:
         raise ValueError(f"path must have shape (K + 1, B, ...) with K >= 1, got {tuple(path.shape)}")
     K = path.shape[0] - 1

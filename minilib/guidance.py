@@ -21,6 +21,8 @@ from collections.abc import Callable
 
 import torch
 
+from minilib._validate import float_tensor as _float_tensor
+
 __all__ = [
     "cfg",
     "classifier_grad",
@@ -28,13 +30,6 @@ __all__ = [
     "mixture_path_terms",
     "posterior_average",
 ]
-
-
-def _check_float(x: torch.Tensor, name: str) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
 
 
 def _weight(w: float | torch.Tensor, ref: torch.Tensor) -> float | torch.Tensor:
@@ -84,8 +79,8 @@ def cfg(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, w: float | torch.Tenso
     >>> cfg(c, u, 0.0).tolist(), cfg(c, u, 1.0).tolist(), cfg(c, u, 3.0).tolist()
     ([[0.0, 0.0]], [[1.0, 2.0]], [[3.0, 6.0]])
     """
-    _check_float(eps_cond, "eps_cond")
-    _check_float(eps_uncond, "eps_uncond")
+    _float_tensor("eps_cond", eps_cond)
+    _float_tensor("eps_uncond", eps_uncond)
     if eps_cond.shape != eps_uncond.shape:
         raise ValueError(
             f"eps_cond and eps_uncond must have the same shape, got {tuple(eps_cond.shape)} "
@@ -114,7 +109,7 @@ def classifier_grad(
         TypeError: a non-float ``x`` or a non-integer ``y``.
         ValueError: wrong shapes or classes out of range.
     """
-    _check_float(x, "x")
+    _float_tensor("x", x)
     if not isinstance(y, torch.Tensor) or y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
         raise TypeError(f"y must be an integer tensor of class indices, got {getattr(y, 'dtype', type(y).__name__)}")
     if y.shape != x.shape[:1]:
@@ -151,8 +146,8 @@ def classifier_guidance(score: torch.Tensor, grad_log_py: torch.Tensor, w: float
     >>> classifier_guidance(torch.tensor([[1.0]]), torch.tensor([[2.0]]), 3.0).tolist()
     [[7.0]]
     """
-    _check_float(score, "score")
-    _check_float(grad_log_py, "grad_log_py")
+    _float_tensor("score", score)
+    _float_tensor("grad_log_py", grad_log_py)
     if score.shape != grad_log_py.shape:
         raise ValueError(
             f"score and grad_log_py must have the same shape, got {tuple(score.shape)} and "
@@ -194,7 +189,7 @@ def mixture_path_terms(
         ValueError: wrong shapes, ``t`` outside ``[0, 1]``, non-positive ``stds`` or bad ``weights``.
     """
     for name, v in (("x", x), ("means", means), ("stds", stds), ("weights", weights)):
-        _check_float(v, name)
+        _float_tensor(name, v)
     if x.dim() != 2 or means.dim() != 2 or means.shape[1] != x.shape[1]:
         raise ValueError(f"x must be (B, D) and means (K, D), got {tuple(x.shape)} and {tuple(means.shape)}")
     K = means.shape[0]
@@ -205,7 +200,7 @@ def mixture_path_terms(
     if bool((weights <= 0).any()) or abs(float(weights.sum()) - 1.0) > 1e-4:
         raise ValueError("weights must be positive and sum to one")
     if isinstance(t, torch.Tensor):
-        _check_float(t, "t")
+        _float_tensor("t", t)
         if t.dim() == 0:
             t = t.expand(x.shape[0])
         if t.shape != (x.shape[0],):
@@ -254,8 +249,8 @@ def posterior_average(
     Raises:
         ValueError: mismatched shapes, or a row of ``mask`` that keeps no component.
     """
-    _check_float(log_joint, "log_joint")
-    _check_float(per_component, "per_component")
+    _float_tensor("log_joint", log_joint)
+    _float_tensor("per_component", per_component)
     if log_joint.dim() != 2 or per_component.shape[:2] != log_joint.shape:
         raise ValueError(
             f"log_joint must be (B, K) and per_component (B, K, D), got {tuple(log_joint.shape)} "

@@ -22,6 +22,8 @@ from collections.abc import Callable
 
 import torch
 
+from minilib._validate import float_tensor as _check_float
+
 __all__ = [
     "annealed_langevin",
     "dsm_loss",
@@ -35,13 +37,6 @@ __all__ = [
 # ----------------------------------------------------------------------------------------------
 # validation
 # ----------------------------------------------------------------------------------------------
-def _check_float(name: str, t: torch.Tensor) -> None:
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if not t.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
-
-
 def _values_known(*ts: torch.Tensor) -> bool:
     # Value checks need real data; meta tensors only carry shapes.
     return all(t.device.type != "meta" for t in ts)

@@ -14,14 +14,9 @@ import math
 import torch
 from torch import nn
 
+from minilib._validate import float_tensor as _check_float
+
 __all__ = ["VAE", "diag_gaussian_log_prob", "gaussian_kl"]
-
-
-def _check_float(name: str, t: torch.Tensor) -> None:
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if not t.is_floating_point():
-        raise TypeError(f"{name} must be a floating tensor, got {t.dtype}")
 
 
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
