@@ -220,3 +220,32 @@ def test_explorer_render_must_return_a_figure():
 def test_figure_png_rejects_non_figures():
     with pytest.raises(TypeError, match="Figure"):
         minilib.viz.figure_png("not a figure")
+
+
+def _sanitized_verdict(capsys, fn, *args, **kwargs) -> str:
+    """What nbval compares: the printed verdict after tests/nbval_sanitize.cfg's masks."""
+    import re
+    from pathlib import Path
+
+    from nbval.plugin import get_sanitize_patterns
+
+    fn(*args, **kwargs)
+    text = capsys.readouterr().out
+    patterns = get_sanitize_patterns(Path(__file__).with_name("nbval_sanitize.cfg").read_text())
+    assert patterns, "tests/nbval_sanitize.cfg holds no regex/replace pairs"
+    for regex, replace in patterns:
+        text = re.sub(regex, replace, text)
+    return text
+
+
+def test_sanitizer_masks_measured_values_but_not_verdicts_or_tolerances(capsys):
+    s = lambda *a, **k: _sanitized_verdict(capsys, *a, **k)  # noqa: E731
+    # measured values differ between CPUs: masked
+    assert s(check.less, 3.1e-07, 1e-5, "row sum") == s(check.less, 2.5e-07, 1e-5, "row sum")
+    assert s(check.less, 0.11, 0.4, "order", fmt=".2f") == s(check.less, 0.13, 0.4, "order", fmt=".2f")
+    assert s(check.less, -0.5, 0.4, "gap", fmt=".2f") == s(check.less, 0.3, 0.4, "gap", fmt=".2f")
+    assert s(check.close, 1.0, 1.0 + 3e-7, "x") == s(check.close, 1.0, 1.0 + 1e-7, "x")
+    # the wording and the tolerance still count
+    assert s(check.less, 0.1, 0.4, "order", fmt=".2f") != s(check.less, 0.1, 0.5, "order", fmt=".2f")
+    assert s(check.less, 0.1, 0.4, "order", fmt=".2f") != s(check.less, 0.1, 0.4, "orders", fmt=".2f")
+    assert s(check.true, True, "a") != s(check.true, True, "b")
