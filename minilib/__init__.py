@@ -18,6 +18,6 @@ REPOSITORY = "https://github.com/derive-and-run/derive-and-run"
 
 from minilib import check  # noqa: E402
 from minilib._setup import Config, install_command, setup  # noqa: E402
-from minilib.show import show  # noqa: E402
+from minilib.show import glue, show  # noqa: E402
 
-__all__ = ["Config", "REPOSITORY", "__version__", "check", "install_command", "setup", "show"]
+__all__ = ["Config", "REPOSITORY", "__version__", "check", "glue", "install_command", "setup", "show"]

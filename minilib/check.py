@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["CheckFailed", "close", "equal", "less", "raises", "true"]
+__all__ = ["CheckFailed", "between", "close", "equal", "greater", "less", "monotone", "raises", "true", "within_se"]
 
 
 class CheckFailed(AssertionError):
@@ -131,6 +131,84 @@ def less(value: Any, bound: float, what: str, *, fmt: str = ".1e") -> None:
     if math.isnan(v) or not v < bound:
         _fail(f"{what}: {v:{fmt}} is not < {bound:{fmt}}")
     _pass(f"{what} ({v:{fmt}} < {bound:{fmt}})")
+
+
+def greater(value: Any, bound: float, what: str, *, fmt: str = ".1e") -> None:
+    """Check ``value > bound`` and print ``✓ what (value > bound)``, the value formatted.
+
+    >>> greater(0.9, 0.5, "accuracy beats chance", fmt=".2f")
+    ✓ accuracy beats chance (0.90 > 0.50)
+    """
+    what = _what(what)
+    v = float(_as_numpy(value, "value").min())
+    if math.isnan(v) or not v > bound:
+        _fail(f"{what}: {v:{fmt}} is not > {bound:{fmt}}")
+    _pass(f"{what} ({v:{fmt}} > {bound:{fmt}})")
+
+
+def between(value: Any, low: float, high: float, what: str, *, fmt: str = ".1e") -> None:
+    """Check ``low <= value <= high`` (every element) and print ``✓ what (value in [low, high])``.
+
+    >>> between(0.52, 0.4, 0.6, "inner share near one half", fmt=".2f")
+    ✓ inner share near one half (0.52 in [0.40, 0.60])
+    """
+    what = _what(what)
+    if not low <= high:
+        raise ValueError(f"low must be <= high, got low={low}, high={high}")
+    arr = _as_numpy(value, "value")
+    if arr.size == 0:
+        raise ValueError("value must hold at least one element, got an empty array")
+    lo, hi = float(arr.min()), float(arr.max())
+    if math.isnan(lo) or math.isnan(hi) or np.isnan(arr).any() or lo < low or hi > high:
+        shown = lo if (math.isnan(lo) or lo < low) else hi
+        _fail(f"{what}: {shown:{fmt}} is not in [{low:{fmt}}, {high:{fmt}}]")
+    shown = lo if arr.size == 1 else hi
+    _pass(f"{what} ({shown:{fmt}} in [{low:{fmt}}, {high:{fmt}}])")
+
+
+def within_se(samples: Any, expected: float, what: str, *, z: float = 4.0) -> None:
+    """Check that the mean of i.i.d. ``samples`` matches ``expected`` within ``z`` standard errors.
+
+    The tolerance is the Monte Carlo error itself, ``z * std(samples) / sqrt(n)``, so the check
+    is as tight as the sample allows: a biased estimator fails once its bias exceeds a few
+    standard errors. With ``z = 4`` an unbiased estimator fails about once in 16,000 runs.
+
+    >>> within_se([0.9, 1.1, 1.0, 0.95, 1.05], 1.0, "unbiased mean")
+    ✓ unbiased mean (|mean - reference| = 0.0e+00 <= 4.0 SE = 1.4e-01, n = 5)
+    """
+    what = _what(what)
+    if not (isinstance(z, (int, float)) and z > 0):
+        raise ValueError(f"z must be a positive number of standard errors, got {z!r}")
+    x = _as_numpy(samples, "samples").astype(np.float64).ravel()
+    if x.size < 2:
+        raise ValueError(f"samples must hold at least 2 values to estimate a standard error, got {x.size}")
+    if not np.isfinite(x).all():
+        _fail(f"{what}: the samples contain NaN or infinite values")
+    mean, se = float(x.mean()), float(x.std(ddof=1) / math.sqrt(x.size))
+    gap = abs(mean - float(expected))
+    if not gap <= z * se:
+        _fail(f"{what}: |mean - reference| = {gap:.1e} > {z:.1f} SE = {z * se:.1e} (n = {x.size})")
+    _pass(f"{what} (|mean - reference| = {gap:.1e} <= {z:.1f} SE = {z * se:.1e}, n = {x.size})")
+
+
+def monotone(values: Any, what: str, *, increasing: bool = True, slack: float = 0.0) -> None:
+    """Check that a sequence rises (or falls) step by step, allowing each step ``slack`` the wrong way.
+
+    >>> monotone([3.0, 2.1, 2.0, 1.2], "error falls with steps", increasing=False)
+    ✓ error falls with steps (4 values, decreasing)
+    """
+    what = _what(what)
+    if slack < 0:
+        raise ValueError(f"slack must be non-negative, got {slack}")
+    x = _as_numpy(values, "values").astype(np.float64).ravel()
+    if x.size < 2:
+        raise ValueError(f"values must hold at least 2 values, got {x.size}")
+    steps = np.diff(x) if increasing else -np.diff(x)
+    word = "increasing" if increasing else "decreasing"
+    if np.isnan(x).any() or (steps < -slack).any():
+        i = int(np.argmax(np.isnan(steps) | (steps < -slack)))
+        _fail(f"{what}: not {word} at step {i} -> {i + 1} ({x[i]:.3g} -> {x[i + 1]:.3g}, slack {slack:g})")
+    _pass(f"{what} ({x.size} values, {word})")
 
 
 def raises(exc: type[BaseException] | tuple[type[BaseException], ...], fn: Callable[[], Any], what: str) -> None:

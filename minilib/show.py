@@ -55,3 +55,64 @@ def show(obj: Any) -> Source:
         raise TypeError(f"the source of {obj!r} is not available: {err}") from err
     name = f"{target.__module__}.{target.__qualname__}"
     return Source(textwrap.dedent(code), name)
+
+
+#: The mime prefix MyST-NB's ``glue`` uses for a value that is recorded but not displayed.
+GLUE_PREFIX = "application/papermill.record/"
+_GLUE_NAME = __import__("re").compile(r"[A-Za-z][A-Za-z0-9_-]*")
+
+
+def glue(name: str, value: Any) -> None:
+    """Record ``value`` under ``name`` so that a derivation page can paste it with ``{glue:text}``.
+
+    This writes exactly the output that MyST-NB's own ``glue(name, value, display=False)``
+    writes (a ``display_data`` whose mime types carry the ``application/papermill.record/``
+    prefix and whose metadata names the key), without needing myst-nb, which Colab lacks. In
+    Colab and Jupyter the output is invisible; the book reads it from the committed lab. A page
+    pastes it with ``{glue:text}`../../notebooks/part/lab.ipynb::name:.2f``` (the format spec
+    is required after a ``path::``).
+
+    Numbers (Python, NumPy or one-element tensors) are recorded as floats or ints, so the page
+    chooses the format; strings are recorded as they are.
+
+    >>> glue("bad name", 1.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: name must be letters, digits, '-' or '_' (starting with a letter), got 'bad name'
+    """
+    if not isinstance(name, str) or not _GLUE_NAME.fullmatch(name):
+        raise ValueError(f"name must be letters, digits, '-' or '_' (starting with a letter), got {name!r}")
+    plain = _glue_plain(value)
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:  # pragma: no cover - IPython ships with Jupyter and Colab
+        return
+    if get_ipython() is None:  # a plain interpreter: nothing to record into
+        return
+    display(
+        {GLUE_PREFIX + "text/plain": plain}, raw=True,
+        metadata={"scrapbook": {"name": name, "mime_prefix": GLUE_PREFIX}},
+    )
+
+
+def _glue_plain(value: Any) -> str:
+    import math
+    import numbers
+
+    if isinstance(value, str):
+        return repr(value)
+    if hasattr(value, "numel") and hasattr(value, "item"):  # a torch tensor
+        if value.numel() != 1:
+            raise ValueError(f"value must be a number, a string or a one-element tensor, got shape {tuple(value.shape)}")
+        value = value.item()
+    elif hasattr(value, "item") and getattr(value, "size", None) == 1:  # a NumPy scalar or array
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"value must be a number or a string, got {type(value).__name__}")
+    if isinstance(value, numbers.Integral):
+        return repr(int(value))
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"value must be finite, got {value}")
+    return repr(value)

@@ -249,3 +249,85 @@ def test_sanitizer_masks_measured_values_but_not_verdicts_or_tolerances(capsys):
     assert s(check.less, 0.1, 0.4, "order", fmt=".2f") != s(check.less, 0.1, 0.5, "order", fmt=".2f")
     assert s(check.less, 0.1, 0.4, "order", fmt=".2f") != s(check.less, 0.1, 0.4, "orders", fmt=".2f")
     assert s(check.true, True, "a") != s(check.true, True, "b")
+
+
+# One deliberately wrong value per helper: each must raise CheckFailed. A new helper in
+# check.__all__ without an entry here fails test_every_check_helper_has_a_wrong_value_case.
+WRONG_VALUE_CASES = {
+    "close": lambda: check.close(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.0 + 1e-3]), "off by 1e-3"),
+    "equal": lambda: check.equal([1, 2], [1, 3], "lists"),
+    "true": lambda: check.true(torch.tensor(False), "false tensor"),
+    "less": lambda: check.less(1.0, 1.0, "equal is not less"),
+    "greater": lambda: check.greater(0.5, 0.5, "equal is not greater"),
+    "between": lambda: check.between(torch.tensor([0.5, 1.2]), 0.0, 1.0, "one element above"),
+    "within_se": lambda: check.within_se(np.random.default_rng(0).normal(0.2, 1.0, 4000), 0.0, "biased by 0.2"),
+    "monotone": lambda: check.monotone([3.0, 2.0, 2.5, 1.0], "a bump", increasing=False),
+    "raises": lambda: check.raises(ValueError, lambda: 1, "nothing raised"),
+}
+
+
+def test_every_check_helper_has_a_wrong_value_case():
+    helpers = {n for n in check.__all__ if n != "CheckFailed"}
+    assert helpers == set(WRONG_VALUE_CASES), f"add a wrong-value case for {helpers ^ set(WRONG_VALUE_CASES)}"
+
+
+@pytest.mark.parametrize("name", sorted(WRONG_VALUE_CASES))
+def test_every_check_helper_raises_on_a_wrong_value(name, capsys):
+    with pytest.raises(check.CheckFailed, match="✗"):
+        WRONG_VALUE_CASES[name]()
+    assert "✓" not in capsys.readouterr().out
+
+
+def test_new_check_helpers_pass_on_right_values_and_reject_nan(capsys):
+    check.greater(torch.tensor([0.7, 0.9]), 0.5, "every element above", fmt=".2f")
+    check.between(0.5, 0.5, 0.5, "closed interval", fmt=".2f")
+    check.within_se(np.random.default_rng(1).normal(0.0, 1.0, 4000), 0.0, "unbiased")
+    check.monotone([1.0, 0.99, 2.0], "rises within slack", slack=0.02)
+    out = capsys.readouterr().out
+    assert out.count("✓") == 4 and "0.70 > 0.50" in out and "(3 values, increasing)" in out
+    for fn in (
+        lambda: check.greater(float("nan"), 0.0, "nan"),
+        lambda: check.between(float("nan"), 0.0, 1.0, "nan"),
+        lambda: check.within_se([0.0, float("nan")], 0.0, "nan"),
+        lambda: check.monotone([0.0, float("nan")], "nan"),
+    ):
+        with pytest.raises(check.CheckFailed):
+            fn()
+
+
+@pytest.mark.parametrize(
+    "call, exc, match",
+    [
+        (lambda: check.between(0.5, 1.0, 0.0, "x"), ValueError, "low must be <= high"),
+        (lambda: check.within_se([1.0], 1.0, "x"), ValueError, "at least 2"),
+        (lambda: check.within_se([1.0, 2.0], 1.0, "x", z=0), ValueError, "z must be"),
+        (lambda: check.monotone([1.0], "x"), ValueError, "at least 2"),
+        (lambda: check.monotone([1.0, 2.0], "x", slack=-1), ValueError, "slack must"),
+        (lambda: check.greater(1.0, 0.0, ""), TypeError, "what must"),
+    ],
+)
+def test_new_check_helpers_bad_arguments(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_sanitizer_masks_the_new_helpers_measured_values(capsys):
+    s = lambda *a, **k: _sanitized_verdict(capsys, *a, **k)  # noqa: E731
+    assert s(check.greater, 0.91, 0.5, "acc", fmt=".2f") == s(check.greater, 0.93, 0.5, "acc", fmt=".2f")
+    assert s(check.greater, 0.91, 0.5, "acc", fmt=".2f") != s(check.greater, 0.91, 0.6, "acc", fmt=".2f")
+    assert s(check.between, 0.51, 0.4, 0.6, "share", fmt=".2f") == s(check.between, 0.55, 0.4, 0.6, "share", fmt=".2f")
+    assert s(check.between, 0.51, 0.4, 0.6, "share", fmt=".2f") != s(check.between, 0.51, 0.3, 0.6, "share", fmt=".2f")
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0, 1, 100), rng.normal(0, 1.1, 100)
+    assert s(check.within_se, a, 0.0, "m") == s(check.within_se, b, 0.0, "m")
+    assert s(check.within_se, a, 0.0, "m") != s(check.within_se, a, 0.0, "m", z=5.0)
+
+
+def test_hypothesis_is_derandomized_under_ci():
+    import os
+
+    from hypothesis import settings
+
+    if os.environ.get("CI"):
+        assert settings().derandomize, "CI runs hypothesis derandomized (tests/conftest.py)"
+    assert settings.get_profile("ci").derandomize
