@@ -11,11 +11,12 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import re
 import subprocess
 import sys
 import threading
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import pytest
 import yaml
@@ -123,10 +124,58 @@ def _open(browser, url: str):
     return page, errors, foreign
 
 
+REPO_URL = CONFIG["repository"]["url"].rstrip("/")
+#: The only links that may leave the site: the launch buttons and the repository buttons.
+OUTSIDE_OK = ("https://colab.research.google.com/", "https://mybinder.org/", REPO_URL + "/", REPO_URL)
+_IDS = re.compile(r"""\bid=["']([^"']+)["']""")
+
+
+@functools.cache
+def _ids_in(path: Path) -> frozenset[str]:
+    return frozenset(_IDS.findall(path.read_text(encoding="utf-8", errors="replace")))
+
+
+def _link_problems(root: Path, server: str, rel: str, hrefs: list[str]) -> list[str]:
+    """Links that leave the site (other than the allowed buttons) or point at nothing in it."""
+    problems = []
+    for href in hrefs:
+        u = urlparse(href)
+        if u.scheme in ("mailto", "javascript", "data", "blob"):
+            continue
+        if not href.startswith(server):
+            if not (href == REPO_URL or href.startswith(OUTSIDE_OK)):
+                problems.append(f"{rel}: link leaves the site: {href}")
+            continue
+        path = unquote(u.path).lstrip("/")
+        target = root / path
+        if not path or path.endswith("/") or target.is_dir():
+            target = target / "index.html"
+        if not target.is_file():
+            problems.append(f"{rel}: link to a missing file: {href}")
+        elif u.fragment and target.suffix == ".html" and unquote(u.fragment) not in _ids_in(target):
+            problems.append(f"{rel}: link to a missing anchor: {href}")
+    return problems
+
+
+def _hrefs(page) -> list[str]:
+    """Every link target on the page, as the browser resolves it (a redirecting page is followed)."""
+    for _ in range(3):
+        try:
+            return page.eval_on_selector_all("a[href]", "els => els.map(e => e.href)")
+        except Exception:  # the page navigated (index.html redirects): wait and ask again
+            page.wait_for_load_state("load")
+    return page.eval_on_selector_all("a[href]", "els => els.map(e => e.href)")
+
+
 def test_every_page_is_clean_offline_and_typeset(built_site, server, browser):
+    """No console error, no request leaving 127.0.0.1, all math typeset, and every link on the
+    page resolves to a file (and anchor) of the built site, except the launch and repository
+    buttons."""
     problems = []
     for rel in _pages(built_site):
         page, errors, foreign = _open(browser, f"{server}/{rel}")
+        hrefs = _hrefs(page)
+        problems += _link_problems(built_site, server, rel, hrefs)
         n_math = page.locator(".math").count()
         n_typeset = page.locator("mjx-container").count()
         n_tex_errors = page.locator("mjx-merror").count()

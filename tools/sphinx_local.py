@@ -6,12 +6,16 @@
   inject into every page). Without npm the build still works, loading MathJax from the CDN,
   and says so.
 * On the API page, turns "Implements (label)" in a docstring into a link to that equation.
+* Rewrites the labs' absolute links to the published site (kept in the notebooks, so that they
+  work in Colab) into relative links in the built HTML, so that a locally served or mirrored
+  copy of the site never sends the reader away.
 * Removes the second copy of the Thebe configuration script that sphinx-book-theme adds
   (the browser logs "THEBE_JS_URL has already been declared" otherwise).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -85,7 +89,30 @@ def _link_equations(app: Sphinx, what: str, name: str, obj, options, lines: list
         lines[i] = _IMPLEMENTS.sub(repl, line)
 
 
+def _relative_links(app: Sphinx, exception: Exception | None) -> None:
+    """Turn ``<a href="{html_baseurl}...">`` into a link relative to the page, in every page."""
+    base = (app.config.html_baseurl or "").rstrip("/")
+    if exception is not None or app.builder.format != "html" or not base:
+        return
+    out = Path(app.outdir)
+    anchor = re.compile(r'(<a\b[^>]*?\bhref=")' + re.escape(base) + r'/([^"#?]*)([^"]*)"')
+    for page in out.rglob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        if base not in text:
+            continue
+
+        def repl(m: re.Match, page: Path = page) -> str:
+            target = m.group(2) or "index.html"
+            rel = os.path.relpath(out / target, page.parent).replace(os.sep, "/")
+            return f'{m.group(1)}{rel}{m.group(3)}"'
+
+        new = anchor.sub(repl, text)
+        if new != text:
+            page.write_text(new, encoding="utf-8")
+
+
 def setup(app: Sphinx) -> dict:
+    app.connect("build-finished", _relative_links)
     app.connect("autodoc-process-docstring", _link_equations)
     app.connect("config-inited", _config_inited, priority=900)
     app.connect("html-page-context", _dedupe_scripts, priority=900)
