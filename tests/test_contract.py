@@ -200,3 +200,17 @@ def test_every_minilib_module_is_on_the_api_page():
         assert re.search(rf"\.\. auto(module|function|class):: {re.escape(name)}\b", api), (
             f"{name} is not documented on book/api.md"
         )
+
+
+def test_readme_says_truly_how_the_site_is_published():
+    """The README's address is html.baseurl, and the workflow it names tests, builds and deploys."""
+    readme = (ROOT / "README.md").read_text()
+    assert f"<{SITE_URL}/>" in readme, "the README gives the site address of _config.yml's html.baseurl"
+    assert ".github/workflows/pages.yml" in readme, "the README names the workflow that publishes the site"
+    flow = yaml.safe_load((ROOT / ".github/workflows/pages.yml").read_text())
+    steps = [s.get("run", "") + s.get("uses", "") for job in flow["jobs"].values() for s in job["steps"]]
+    assert any("bash .ci/run" in s for s in steps), "the workflow runs the test suite"
+    assert any("make book" in s for s in steps), "the workflow builds the book"
+    assert any(s.startswith("actions/upload-pages-artifact") for s in steps)
+    assert any(s.startswith("actions/deploy-pages") for s in steps)
+    assert "is published at" not in readme, "the README does not claim a site that a workflow has not deployed"
