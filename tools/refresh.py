@@ -1,6 +1,9 @@
 """Re-execute labs in place, storing outputs, widget state and a freshness stamp.
 
 Usage: python -m tools.refresh [notebooks/part/lab.ipynb ...]   (default: every lab)
+
+After executing, it runs the claims scan (tools/claims.py) on the chapters it refreshed and
+exits non-zero when a sentence quotes a number that the new outputs no longer print.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import nbformat
 from nbclient import NotebookClient
 
 from minilib import __version__
+from tools import claims
 from tools.labs import ROOT, STAMP_KEY, code_sha256, lab_paths, module_sha256
 
 PROBE = (
@@ -68,6 +72,12 @@ def main(argv: list[str]) -> int:
         seconds = refresh(p)
         flag = "  OVER BUDGET (60 s)" if seconds > 60 else ""
         print(f"refreshed {p.relative_to(ROOT)} in {seconds:.1f} s{flag}")
+    # A re-run can change a number that the prose quotes: say so now, not at test time.
+    problems = claims.report([p.relative_to(ROOT).as_posix() for p in paths])
+    if problems:
+        print("\nThe prose no longer matches the new outputs (re-read these sentences):", file=sys.stderr)
+        print("\n".join(f"  {x}" for x in problems), file=sys.stderr)
+        return 1
     return 0
 
 
