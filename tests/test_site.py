@@ -260,3 +260,46 @@ def test_every_lab_explorer_works_without_a_kernel(built_site, server, browser):
         page.close()
     assert seen >= 1
     assert not problems, "\n".join(problems)
+
+
+def _chapter_files() -> list[tuple[int, str, str]]:
+    from tools.numbering import chapter_numbers
+
+    numbers = chapter_numbers(ROOT / "_toc.yml")
+    pages = [d for d in numbers if d.startswith("book/")]
+    labs = {numbers[d]: d for d in numbers if d.startswith("notebooks/")}
+    return [(numbers[p], p, labs[numbers[p]]) for p in pages]
+
+
+_EQNO = re.compile(r'id="(equation-[^"]+)"[^>]*>\s*<span class="eqno">\(([^)<]*)\)')
+_EQREF = re.compile(r'<a class="[^"]*\bdr-eqref\b[^"]*" href="([^"#]*)#(equation-[^"]+)"[^>]*>\(([^)<]*)\)</a>')
+
+
+def test_chapters_and_equations_carry_their_numbers(built_site):
+    """Both pages of chapter n are titled "n ..."; the derivation's equations are (n.k); every
+    equation a lab cites shows, and links to, the number its derivation page shows."""
+    problems, cited = [], 0
+    for n, page, lab in _chapter_files():
+        page_html = (built_site / f"{page}.html").read_text()
+        lab_html = (built_site / f"{lab}.html").read_text()
+        for doc, text in ((page, page_html), (lab, lab_html)):
+            h1 = re.search(r"<h1>(.*?)<", text, re.S)
+            if not h1 or not h1.group(1).strip().startswith(f"{n} "):
+                problems.append(f"{doc}: heading {h1.group(1)[:40] if h1 else None!r} lacks the number {n}")
+        numbers = dict(_EQNO.findall(page_html))
+        if not numbers:
+            problems.append(f"{page}: no numbered equations")
+        bad = [v for v in numbers.values() if not re.fullmatch(rf"{n}\.\d+", v)]
+        if bad:
+            problems.append(f"{page}: equation numbers {bad[:3]} are not ({n}.k)")
+        for href, anchor, shown in _EQREF.findall(lab_html):
+            cited += 1
+            target = (built_site / lab).parent / href
+            target_numbers = dict(_EQNO.findall(target.read_text())) if target.is_file() else {}
+            if target_numbers.get(anchor) != shown:
+                problems.append(f"{lab}: cites ({shown}) for {anchor}, but {href} shows {target_numbers.get(anchor)!r}")
+        prose = re.sub(r"<(pre|code|script|style)\b.*?</\1>", " ", lab_html, flags=re.S)  # code and outputs keep labels
+        for label in re.findall(r"equation \(([a-z][\w:-]*)\)", re.sub(r"<[^>]+>", "", prose)):
+            problems.append(f"{lab}: 'equation ({label})' was not turned into a number")
+    assert cited > 0, "no lab cites an equation"
+    assert not problems, "\n".join(problems)

@@ -9,6 +9,7 @@
 * Rewrites the labs' absolute links to the published site (kept in the notebooks, so that they
   work in Colab) into relative links in the built HTML, so that a locally served or mirrored
   copy of the site never sends the reader away.
+* Numbers chapters and equations by chapter (``tools/numbering.py``).
 * Removes the second copy of the Thebe configuration script that sphinx-book-theme adds
   (the browser logs "THEBE_JS_URL has already been declared" otherwise).
 """
@@ -20,6 +21,7 @@ import re
 import shutil
 from pathlib import Path
 
+from docutils.nodes import make_id
 from sphinx.application import Sphinx
 from sphinx.util import logging
 
@@ -104,7 +106,10 @@ def _relative_links(app: Sphinx, exception: Exception | None) -> None:
         def repl(m: re.Match, page: Path = page) -> str:
             target = m.group(2) or "index.html"
             rel = os.path.relpath(out / target, page.parent).replace(os.sep, "/")
-            return f'{m.group(1)}{rel}{m.group(3)}"'
+            rest = m.group(3)
+            if rest.startswith("#"):  # Sphinx's anchors are normalised ids (lower case, dashes)
+                rest = "#" + make_id(rest[1:])
+            return f'{m.group(1)}{rel}{rest}"'
 
         new = anchor.sub(repl, text)
         if new != text:
@@ -112,6 +117,9 @@ def _relative_links(app: Sphinx, exception: Exception | None) -> None:
 
 
 def setup(app: Sphinx) -> dict:
+    import numbering  # tools/ is on the path of a local extension
+
+    numbering.setup(app)
     app.connect("build-finished", _relative_links)
     app.connect("autodoc-process-docstring", _link_equations)
     app.connect("config-inited", _config_inited, priority=900)
