@@ -303,3 +303,27 @@ def test_chapters_and_equations_carry_their_numbers(built_site):
             problems.append(f"{lab}: 'equation ({label})' was not turned into a number")
     assert cited > 0, "no lab cites an equation"
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize(
+    "query, chapter",
+    [("ELBO", "book/diffusion/elbo-vae"), ("Robbins–Monro", "book/rl/stochastic-approximation"), ("RoPE", "book/attention/llama")],
+)
+def test_search_finds_a_chapter_by_a_term_it_derives(built_site, server, browser, query, chapter):
+    """As a reader searches: open the search box from a page, type, press Enter, read the results."""
+    page, errors, foreign = _open(browser, f"{server}/book/intro.html")
+    page.locator("button.search-button__button:visible").first.click()
+    box = page.locator("input[name='q']:visible").first
+    box.wait_for(state="visible", timeout=10_000)
+    box.fill(query)
+    box.press("Enter")
+    page.wait_for_url("**/search.html*", timeout=20_000)
+    page.wait_for_function(
+        "() => { const s = document.querySelector('#search-results'); return s && s.querySelectorAll('li').length > 0; }",
+        timeout=30_000,
+    )
+    hrefs = page.eval_on_selector_all("#search-results li a", "els => els.map(e => e.getAttribute('href'))")
+    page.close()
+    top = [h.split("#")[0].removesuffix(".html") for h in hrefs[:5]]
+    assert chapter in top, f"searching {query!r} gave {hrefs[:8]}, not {chapter} in the first five"
+    assert not errors and not foreign, (errors, foreign)
