@@ -327,3 +327,12 @@ def test_search_finds_a_chapter_by_a_term_it_derives(built_site, server, browser
     top = [h.split("#")[0].removesuffix(".html") for h in hrefs[:5]]
     assert chapter in top, f"searching {query!r} gave {hrefs[:8]}, not {chapter} in the first five"
     assert not errors and not foreign, (errors, foreign)
+
+
+def test_front_page_shows_the_map_and_the_reading_paths(built_site):
+    html = (built_site / "book" / "intro.html").read_text()
+    srcs = re.findall(r'<img[^>]+src="([^"]*book-map[^"]*\.svg)"', html)
+    assert srcs, "the front page shows the map of the book"
+    assert (built_site / "book" / srcs[0]).resolve().is_file(), f"the map image {srcs[0]} is in the site"
+    for path in ("diffusion/elbo-vae.html", "rl/grpo.html", "attention/llama.html"):
+        assert f'href="{path}"' in html, f"a reading path links to {path}"

@@ -9,6 +9,7 @@
 * Rewrites the labs' absolute links to the published site (kept in the notebooks, so that they
   work in Colab) into relative links in the built HTML, so that a locally served or mirrored
   copy of the site never sends the reader away.
+* Draws the front page's map of the book (``tools/bookmap.py``) before the pages are read.
 * Numbers chapters and equations by chapter (``tools/numbering.py``).
 * Removes the second copy of the Thebe configuration script that sphinx-book-theme adds
   (the browser logs "THEBE_JS_URL has already been declared" otherwise).
@@ -54,6 +55,9 @@ def _stage_mathjax() -> bool:
 
 
 def _config_inited(app: Sphinx, config) -> None:
+    import bookmap  # tools/ is on the path of a local extension
+
+    bookmap.write_map(Path(app.srcdir))  # the front page's map, drawn anew from _toc.yml
     if _stage_mathjax():
         config.html_extra_path = [*config.html_extra_path, str(STAGE)]
         # Relative paths in mathjax_path are taken relative to _static/.
