@@ -4,7 +4,11 @@ Conventions used throughout (the same as the book's RL part):
 
 * States are ``0, ..., S-1`` and actions ``0, ..., A-1``.
 * ``P[s, a, s']`` is the probability of moving to ``s'`` after taking ``a`` in ``s``; shape
-  ``(S, A, S)``. ``R[s, a]`` is the *expected* immediate reward; shape ``(S, A)``.
+  ``(S, A, S)``. The reward of a transition may depend on where it lands: ``R_sas[s, a, s']``,
+  shape ``(S, A, S)``, is the reward received on the transition ``s -a-> s'``, and
+  ``R[s, a] = sum_s' P[s, a, s'] R_sas[s, a, s']`` is the *expected* immediate reward, shape
+  ``(S, A)``. Dynamic programming only needs ``R``; :class:`Environment` hands out the reward of
+  the sampled transition, ``R_sas[s, a, s']``.
 * A policy is an ``(S, A)`` array whose row ``s`` is the distribution ``pi(. | s)``.
 * Value functions are ``(S,)`` arrays, action values ``(S, A)`` arrays.
 * ``terminal`` marks absorbing states whose value is defined to be 0; what ``P`` and ``R`` say
@@ -87,13 +91,18 @@ def _check_distribution_rows(arr: np.ndarray, name: str) -> None:
 
 
 class MDP:
-    """A finite Markov decision process with expected rewards.
+    """A finite Markov decision process whose rewards may depend on the whole transition.
 
     Args:
         P: transition probabilities, shape ``(S, A, S)``; ``P[s, a]`` is a distribution.
-        R: expected immediate rewards ``r(s, a)``, shape ``(S, A)``.
+        R: the rewards, either ``r(s, a, s')`` of every transition, shape ``(S, A, S)``, or
+            ``r(s, a)``, shape ``(S, A)``, for a reward that does not depend on ``s'``.
         gamma: the discount factor in ``[0, 1]``. ``gamma = 1`` requires a ``terminal`` mask.
         terminal: optional boolean mask of shape ``(S,)`` of absorbing states with value 0.
+
+    Attributes:
+        R_sas: the reward of each transition, shape ``(S, A, S)`` (``R`` broadcast over ``s'``
+            when ``R`` was given as ``(S, A)``).
 
     Raises:
         ValueError: on mis-shaped ``P``/``R``/``terminal``, rows of ``P`` that are not
@@ -104,6 +113,9 @@ class MDP:
     >>> m = MDP([[[1.0]]], [[2.0]], 0.5)
     >>> m.S, m.A, m.gamma
     (1, 1, 0.5)
+    >>> coin = MDP([[[0.5, 0.5]], [[0.0, 1.0]]], [[[0.0, 1.0]], [[0.0, 0.0]]], 0.9)
+    >>> coin.R.tolist()  # reward 1 only on landing in state 1, reached with probability 1/2
+    [[0.5], [0.0]]
     """
 
     def __init__(self, P: Any, R: Any, gamma: float, terminal: Any = None) -> None:
@@ -112,8 +124,10 @@ class MDP:
         if P.ndim != 3 or P.shape[0] != P.shape[2] or P.shape[0] == 0 or P.shape[1] == 0:
             raise ValueError(f"P must have shape (S, A, S) with S, A >= 1, got {P.shape}")
         S, A = P.shape[0], P.shape[1]
-        if R.shape != (S, A):
-            raise ValueError(f"R must have shape (S, A) = {(S, A)} to match P, got {R.shape}")
+        if R.shape == (S, A):
+            R = np.repeat(R[:, :, None], S, axis=2)  # the same reward whatever s' is
+        elif R.shape != (S, A, S):
+            raise ValueError(f"R must have shape (S, A) = {(S, A)} or (S, A, S) = {(S, A, S)} to match P, got {R.shape}")
         _check_distribution_rows(P, "P")
         if isinstance(gamma, bool) or not isinstance(gamma, (int, float, np.floating, np.integer)):
             raise TypeError(f"gamma must be a real number, got {type(gamma).__name__}")
@@ -137,9 +151,19 @@ class MDP:
                 "the return of a continuing task is an infinite sum"
             )
         self.P: np.ndarray = P
-        self.R: np.ndarray = R
+        self.R_sas: np.ndarray = R
         self.gamma: float = gamma
         self.terminal: np.ndarray = term
+
+    @property
+    def R(self) -> np.ndarray:
+        """The expected immediate reward ``r(s, a) = sum_s' P[s, a, s'] R_sas[s, a, s']``; shape ``(S, A)``.
+
+        Computed from the current ``P``; it is all that dynamic programming uses.
+
+        Implements (bellman-expected-reward).
+        """
+        return np.einsum("sat,sat->sa", self.P, self.R_sas)
 
     @property
     def S(self) -> int:
@@ -620,7 +644,7 @@ class GridWorld:
     def mdp(self) -> MDP:
         """The grid world as an :class:`MDP` (a fresh copy each call)."""
         m = self._mdp
-        return MDP(m.P.copy(), m.R.copy(), m.gamma)
+        return MDP(m.P.copy(), m.R_sas.copy(), m.gamma)
 
     def render(self, values: Any = None, policy: Any = None, ax: Any = None, *, fmt: str = ".1f") -> Any:
         """Draw the grid: forbidden cells orange, the target blue, values as numbers, policy as arrows.
@@ -752,8 +776,10 @@ def discounted_returns(rewards: Any, gamma: float) -> np.ndarray:
 class Environment:
     """Draws transitions ``(s', r)`` from an :class:`MDP`, for the model-free methods.
 
-    The reward of ``(s, a)`` is its expected value ``R[s, a]`` (the MDPs here have
-    deterministic rewards given ``(s, a)``); the next state is drawn from ``P[s, a]``.
+    The next state ``s'`` is drawn from ``P[s, a]``, and the reward is the reward of that
+    transition, ``R_sas[s, a, s']``: a random quantity whenever ``s'`` is, whose mean is
+    ``R[s, a]``. (Handing out the mean ``R[s, a]`` instead would be a different environment,
+    with different noise.)
 
     Args:
         mdp: the MDP to sample.
@@ -783,18 +809,18 @@ class Environment:
         deterministic = mdp.P.max(axis=2) >= 1.0 - 1e-12
         # -1 marks a stochastic (s, a); otherwise the only possible next state
         self._next = np.where(deterministic, mdp.P.argmax(axis=2), -1).tolist()
-        self._R = mdp.R.tolist()
+        self._R = mdp.R_sas.tolist()  # [S][A][S]: the reward of each transition
 
     def _sample(self, cdf: list[float]) -> int:
         i = bisect.bisect_right(cdf, self._random() * cdf[-1])
         return min(i, len(cdf) - 1)
 
     def step(self, s: int, a: int) -> tuple[int, float]:
-        """Take action ``a`` in state ``s``; return ``(s', r)``."""
+        """Take action ``a`` in state ``s``; return ``(s', r)`` with ``s' ~ P[s, a]`` and ``r = R_sas[s, a, s']``."""
         nxt = self._next[s][a]
         if nxt < 0:
             nxt = self._sample(self._cdf[s][a])
-        return nxt, self._R[s][a]
+        return nxt, self._R[s][a][nxt]
 
     def action(self, policy: Any, s: int) -> int:
         """Draw an action from ``policy[s]`` (an ``(S, A)`` array, or a list of per-state CDFs)."""

@@ -264,9 +264,38 @@ def test_environment_samples_from_p(make_rng) -> None:
     for _ in range(n):
         s_next, r = env.step(1, 0)
         counts[s_next] += 1
-        assert r == m.R[1, 0]
+        assert r == m.R_sas[1, 0, s_next]
     # binomial standard error <= 0.008; allow 4.5 of them
     np.testing.assert_allclose(counts / n, m.P[1, 0], atol=0.036)
+
+
+def test_transition_rewards_expected_value_and_sampling() -> None:
+    """A reward r(s, a, s') that depends on the landing state: R is its P-weighted mean, and the
+    environment hands out the reward of the sampled transition (0 or 1 here), not the mean."""
+    rng = np.random.default_rng(5)
+    S, A = 3, 2
+    P = rng.random((S, A, S))
+    P /= P.sum(axis=2, keepdims=True)
+    R3 = rng.normal(size=(S, A, S))
+    m = rl.MDP(P, R3, 0.7)
+    expected = np.array([[sum(P[s, a, t] * R3[s, a, t] for t in range(S)) for a in range(A)] for s in range(S)])
+    np.testing.assert_allclose(m.R, expected, atol=1e-12)
+    np.testing.assert_array_equal(m.R_sas, R3)
+    # the value of a policy depends on the rewards only through r(s, a): compare with (S, A) input
+    pi = random_policy(5, S, A)
+    np.testing.assert_allclose(rl.policy_evaluation(m, pi), rl.policy_evaluation(rl.MDP(P, expected, 0.7), pi), atol=1e-12)
+    # a fair coin: reward 1 on landing in state 1, else 0
+    coin = rl.MDP([[[0.5, 0.5]], [[0.0, 1.0]]], [[[0.0, 1.0]], [[0.0, 0.0]]], 0.9)
+    assert coin.R[0, 0] == pytest.approx(0.5)
+    env = rl.Environment(coin, np.random.default_rng(0))
+    draws = [env.step(0, 0) for _ in range(4000)]
+    assert all(r == float(s_next == 1) for s_next, r in draws)  # the reward follows the transition
+    rewards = np.array([r for _, r in draws])
+    assert set(rewards.tolist()) == {0.0, 1.0}
+    assert abs(rewards.mean() - 0.5) < 4.5 * 0.5 / np.sqrt(len(rewards))  # binomial standard errors
+    # editing P keeps R consistent with it (R is computed, not stored)
+    coin.P[0, 0] = [0.2, 0.8]
+    assert coin.R[0, 0] == pytest.approx(0.8)
 
 
 def test_environment_is_reproducible_and_episodes_stop_at_terminal() -> None:
@@ -378,6 +407,8 @@ def test_bad_input() -> None:
         rl.MDP(np.full((2, 1, 3), 1 / 3), R, 0.9)
     with pytest.raises(ValueError, match="R must have shape"):
         rl.MDP(P, np.zeros((2, 2)), 0.9)
+    with pytest.raises(ValueError, match=r"R must have shape .* or \(S, A, S\)"):
+        rl.MDP(P, np.zeros((2, 1, 3)), 0.9)
     with pytest.raises(ValueError, match="terminal must be a boolean mask of shape"):
         rl.MDP(P, R, 0.9, terminal=np.array([True]))
     with pytest.raises(TypeError, match="terminal must be a boolean mask"):
