@@ -249,8 +249,14 @@ def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
 
     Implements (grpo-k3): with :math:`u = \\log\\pi_{\\mathrm{ref}}(y) - \\log\\pi(y)` for
     :math:`y \\sim \\pi`, the estimate is :math:`e^{u} - u - 1`. It is non-negative (since
-    :math:`e^u \\ge 1 + u`), zero when the two log-probabilities agree, and its expectation under
-    :math:`\\pi` is exactly the KL divergence.
+    :math:`e^u \\ge 1 + u`) and zero when the two log-probabilities agree. Its expectation under
+    :math:`\\pi` is exactly the KL divergence (grpo-k3-unbiased) **when the two distributions
+    have the same support**: :math:`\\mathrm{supp}\\,\\pi \\subseteq \\mathrm{supp}\\,\\pi_{\\mathrm{ref}}`
+    keeps the KL finite, and :math:`\\mathrm{supp}\\,\\pi_{\\mathrm{ref}} \\subseteq \\mathrm{supp}\\,\\pi`
+    makes :math:`\\mathbb{E}_\\pi[e^u] = 1`; if :math:`\\pi_{\\mathrm{ref}}` has mass where :math:`\\pi`
+    has none, the expectation falls short of the KL by that mass. Softmax policies (all
+    probabilities positive) satisfy both. The expectation holds for the exact distribution; a
+    finite sample of a heavy-tailed :math:`e^u` can still fall far from it.
 
     Args:
         logp: ``(...)`` log-probabilities of samples under the policy being trained.

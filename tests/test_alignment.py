@@ -198,6 +198,17 @@ def test_kl_k3_nonnegative_zero_at_equality_and_unbiased():
     assert abs(mc.mean().item() - kl.item()) < 5 * mc.std().item() / math.sqrt(200_000)
 
 
+def test_kl_k3_is_biased_when_the_reference_has_mass_outside_the_policy_support():
+    # (grpo-k3-unbiased) needs supp pi_ref inside supp pi as well: with pi a point mass on y0,
+    # E_pi[k3] = k3(y0) = pi_ref(y0) - log pi_ref(y0) - 1, while KL(pi || pi_ref) = -log pi_ref(y0):
+    # the estimate falls short by the reference mass outside y0.
+    ref = torch.tensor([0.25, 0.5, 0.25], dtype=torch.float64).log()
+    logp_y0 = torch.zeros(1, dtype=torch.float64)  # log pi(y0) = 0
+    expectation = kl_k3(logp_y0, ref[:1]).item()
+    kl = -ref[0].item()
+    assert expectation == pytest.approx(kl - (1 - 0.25), rel=1e-12)
+
+
 # ---------------------------------------------------------------- bad inputs
 def test_bad_inputs():
     f, i = torch.zeros(3), torch.zeros(3, dtype=torch.int64)
