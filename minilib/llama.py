@@ -4,7 +4,8 @@ with a KV cache, and a SwiGLU MLP, assembled into a small decoder-only model.
 Conventions: activations are ``(B, T, d_model)``; per-head tensors are ``(B, heads, T, d_head)``.
 RoPE rotates *interleaved* pairs of features ``(2i, 2i+1)``, as in the RoFormer paper and
 Meta's reference code (Hugging Face's ``rotate_half`` pairs ``i`` with ``i + d/2`` instead, a
-fixed permutation of the features that gives the same attention scores).
+fixed permutation of the features, so the two give the same attention scores once the query
+and key projection weights are permuted to match).
 """
 
 from __future__ import annotations
@@ -129,8 +130,10 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
     """Share each key/value head with ``n_rep`` query heads (grouped-query attention).
 
     Head ``h`` of the output is head ``h // n_rep`` of the input, so each input head appears
-    ``n_rep`` times in a row, the same as ``x.repeat_interleave(n_rep, dim=1)``. The result is an
-    expanded view, copied only when reshaped. Implements (llama-gqa).
+    ``n_rep`` times in a row, the same as ``x.repeat_interleave(n_rep, dim=1)``. For
+    ``n_rep > 1`` the result is a new tensor (an expanded view, reshaped to 4-D, which copies):
+    ``n_rep`` times the memory of ``x``, made per attention call. The KV cache itself stores only
+    the ``n_kv_heads`` heads. Implements (llama-gqa).
 
     Args:
         x: ``(B, n_kv_heads, T, d)``.
