@@ -25,6 +25,7 @@ __all__ = [
     "cfm_pair",
     "cnf_log_prob",
     "divergence",
+    "empirical_fm_velocity",
     "flow_log_prob",
     "flow_sample",
     "gaussian_fm_velocity",
@@ -439,7 +440,7 @@ def cnf_log_prob(
     Integrates the augmented state ``(x, a)`` backwards from t = 1 to t = 0 with
     ``dx/dt = f(t, x)`` and ``da/dt = div f(t, x)``, ``a(1) = 0``; then
     :math:`\\log p_1(x_1) = \\log \\mathcal{N}(x(0); 0, I) + a(0)`.
-    Implements (cnf-logp-integral).
+    Implements (cnf-augmented) and (cnf-logp-integral).
 
     Args:
         f: the velocity field, ``f(t, x)`` with ``x`` of shape (B, d).
@@ -713,3 +714,54 @@ def straightness(path: torch.Tensor) -> torch.Tensor:
     v = K * (path[1:] - path[:-1])  # (K, B, ...)
     sq = ((chord - v) ** 2).flatten(2).sum(dim=-1)  # (K, B)
     return sq.mean()
+
+
+def empirical_fm_velocity(t: float | torch.Tensor, x: torch.Tensor, data: torch.Tensor) -> torch.Tensor:
+    """The exact marginal velocity of the linear path from N(0, I) to the points in ``data``.
+
+    With :math:`X_0 \\sim \\mathcal{N}(0, I)` independent of :math:`X_1`, uniform over the
+    rows :math:`y_1, \\dots, y_N` of ``data`` (the empirical distribution a network is trained
+    on), the path :math:`X_t = (1-t)X_0 + tX_1` has the marginal velocity
+    :math:`u_t(x) = \\big(\\sum_n w_n(t, x)\\, y_n - x\\big) / (1 - t)` with posterior weights
+    :math:`w_n \\propto \\exp\\!\\big(-\\lVert x - t y_n\\rVert^2 / (2(1-t)^2)\\big)` (a softmax
+    over n). At ``t = 0`` the weights are uniform and :math:`u_0(x) = \\bar y - x`, the data
+    mean minus the point. Implements (rectified-flow-empirical-velocity).
+
+    Args:
+        t: a time in [0, 1) (float), or a tensor of shape (B,) or (B, 1) with entries in [0, 1).
+        x: points of shape (B, d), floating.
+        data: the data points, shape (N, d) with N >= 1, same dtype and device as ``x``.
+
+    Returns:
+        Tensor of shape (B, d).
+
+    Raises:
+        TypeError: if ``x`` or ``data`` is not a floating tensor.
+        ValueError: if the shapes disagree, ``data`` is empty or ``t`` is outside [0, 1)
+            (at t = 1 the field is singular: every point is a data point).
+
+    >>> data = torch.tensor([[1.0, 0.0], [3.0, 2.0]])
+    >>> empirical_fm_velocity(0.0, torch.zeros(1, 2), data)  # the data mean minus x
+    tensor([[2., 1.]])
+    """
+    x = _float_tensor("x", x)
+    data = _float_tensor("data", data)
+    if x.ndim != 2 or data.ndim != 2 or data.shape[1] != x.shape[1]:
+        raise ValueError(f"x must be (B, d) and data (N, d), got {tuple(x.shape)} and {tuple(data.shape)}")
+    if data.shape[0] == 0:
+        raise ValueError("data must hold at least one point")
+    if data.dtype != x.dtype or data.device != x.device:
+        raise ValueError("data must have the dtype and device of x")
+    if isinstance(t, torch.Tensor):
+        tc = _time_column(t, x).to(x.dtype)  # (B, 1)
+        if not bool(((tc >= 0) & (tc < 1)).all()):
+            raise ValueError("t must lie in [0, 1)")
+    else:
+        tc = _check_real(t, "t")
+        if not 0 <= tc < 1:
+            raise ValueError(f"t must lie in [0, 1), got {t}")
+        tc = torch.full((x.shape[0], 1), tc, dtype=x.dtype, device=x.device)
+    # ||x - t y_n||^2 = ||x||^2 - 2 t x.y_n + t^2 ||y_n||^2, for all (b, n) at once: (B, N)
+    sq = (x**2).sum(-1, keepdim=True) - 2 * tc * (x @ data.T) + tc**2 * (data**2).sum(-1)
+    w = torch.softmax(-sq.clamp_min(0) / (2 * (1 - tc) ** 2), dim=-1)  # posterior over the N points
+    return (w @ data - x) / (1 - tc)  # (E[X_1 | X_t = x] - x) / (1 - t)

@@ -416,3 +416,69 @@ def test_straightness_bad_inputs():
 def test_public_api_listed():
     for name in flows.__all__:
         assert hasattr(flows, name)
+
+
+# ------------------------------------------------------------------ empirical (exact) velocity
+def test_empirical_velocity_matches_brute_force_posterior():
+    torch.manual_seed(0)
+    data = torch.randn(7, 3, dtype=torch.float64)
+    x = torch.randn(5, 3, dtype=torch.float64) * 2
+    for t in (0.0, 0.3, 0.9):
+        got = flows.empirical_fm_velocity(t, x, data)
+        want = []
+        for xb in x:  # Bayes' rule one point at a time, in log space
+            logw = torch.stack([-((xb - t * y) ** 2).sum() / (2 * (1 - t) ** 2) for y in data])
+            w = torch.exp(logw - logw.max())
+            w = w / w.sum()
+            want.append(((w[:, None] * data).sum(0) - xb) / (1 - t))
+        assert torch.allclose(got, torch.stack(want), atol=1e-12)
+    # t as a tensor per row gives the same as the floats
+    ts = torch.tensor([0.0, 0.3, 0.9, 0.3, 0.0], dtype=torch.float64)
+    per_row = torch.stack([flows.empirical_fm_velocity(float(tb), x[b:b + 1], data)[0] for b, tb in enumerate(ts)])
+    assert torch.allclose(flows.empirical_fm_velocity(ts, x, data), per_row, atol=1e-12)
+
+
+def test_empirical_velocity_one_point_and_t0_collapse():
+    c = torch.tensor([[1.5, -2.0]], dtype=torch.float64)
+    x = torch.randn(4, 2, dtype=torch.float64)
+    # a single data point: every path through x goes to c, so u_t(x) = (c - x) / (1 - t)
+    assert torch.allclose(flows.empirical_fm_velocity(0.4, x, c), (c - x) / 0.6, atol=1e-12)
+    # at t = 0 the field is the data mean minus x, so one Euler step lands every point on the mean
+    data = torch.randn(50, 2, dtype=torch.float64)
+    one_step = odeint(lambda t, z: flows.empirical_fm_velocity(t, z, data), x, steps=1)
+    assert torch.allclose(one_step, data.mean(0).expand_as(x), atol=1e-12)
+
+
+def test_empirical_velocity_approaches_gaussian_closed_form():
+    # many samples of N(mu, s^2 I): the empirical field tends to (flow-matching-gaussian-velocity)
+    g = torch.Generator().manual_seed(0)
+    mu, s = torch.tensor([1.0, -0.5], dtype=torch.float64), 0.7
+    data = mu + s * torch.randn(200_000, 2, dtype=torch.float64, generator=g)
+    # typical points of p_t = N(t mu, sigma_t^2 I), where the posterior has many effective samples
+    x = 0.5 * mu + 0.6 * torch.randn(20, 2, dtype=torch.float64, generator=g)
+    got = flows.empirical_fm_velocity(0.5, x, data)
+    want = gaussian_fm_velocity(0.5, x, mu, s)
+    # Monte Carlo error of a posterior mean with ~1e5 effective samples is ~5e-3; a wrong weight
+    # (e.g. (1 - t) instead of (1 - t)^2) moves the field by O(1)
+    assert (got - want).abs().max() < 0.03
+
+
+def test_empirical_velocity_keeps_dtype_and_bad_inputs():
+    data = torch.randn(10, 2)
+    out = flows.empirical_fm_velocity(0.5, torch.randn(3, 2), data)
+    assert out.dtype == torch.float32 and out.shape == (3, 2)
+    x = torch.randn(3, 2)
+    with pytest.raises(ValueError, match="t must lie"):
+        flows.empirical_fm_velocity(1.0, x, data)
+    with pytest.raises(ValueError, match="t must lie"):
+        flows.empirical_fm_velocity(torch.tensor([0.1, 1.0, 0.2]), x, data)
+    with pytest.raises(ValueError, match="x must be"):
+        flows.empirical_fm_velocity(0.5, x, torch.randn(10, 3))
+    with pytest.raises(ValueError, match="at least one point"):
+        flows.empirical_fm_velocity(0.5, x, torch.randn(0, 2))
+    with pytest.raises(ValueError, match="dtype and device"):
+        flows.empirical_fm_velocity(0.5, x, data.double())
+    with pytest.raises(TypeError):
+        flows.empirical_fm_velocity(0.5, [[0.0, 0.0]], data)
+    with pytest.raises(TypeError):
+        flows.empirical_fm_velocity("0.5", x, data)
