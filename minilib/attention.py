@@ -29,6 +29,7 @@ __all__ = [
     "attention_tile_states",
     "causal_mask",
     "flash_attention",
+    "flash_attention_fa2",
     "linear_attention",
     "linear_attention_recurrent",
     "merge_softmax_states",
@@ -458,13 +459,18 @@ def flash_attention(
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Exact attention computed tile by tile, never holding the ``N_q x N_k`` matrix.
 
-    The FlashAttention-2 loop: for each block of ``block_q`` queries, sweep the key/value
-    tiles of ``block_k`` rows, keeping a running max ``m``, normaliser ``l`` and an
-    unnormalised output accumulator; divide once at the end and keep ``lse = m + log l`` per
-    query for the backward pass. With ``causal=True`` key tiles that are fully masked are
-    skipped. The backward pass is hand-written: it recomputes each tile's weights from the
-    saved ``lse`` and uses ``D = rowsum(dO * O)``. It is differentiable once (no
-    double-backward).
+    The FlashAttention-2 loop order (algorithm online-softmax-alg-fa2): for each block of
+    ``block_q`` queries, sweep the key/value tiles of ``block_k`` rows. The per-tile update is
+    *not* the unnormalised accumulator of (online-softmax-fa2): on a CPU in eager PyTorch its
+    separate max, subtract, exp and sum passes over the tile cost about as much as the matrix
+    products, so each tile's softmax is torch's fused row softmax, which yields the tile's
+    state in log form (its log-sum-exp and normalised output), and the states are combined
+    with the log-space merge (online-softmax-merge-log). :func:`flash_attention_fa2` is the
+    accumulator form, kept as a readable reference; both give the same numbers up to
+    rounding. Each query keeps ``lse`` for the backward pass. With ``causal=True`` key tiles
+    that are fully masked are skipped. The backward pass is hand-written: it recomputes each
+    tile's weights from the saved ``lse`` and uses ``D = rowsum(dO * O)``. It is
+    differentiable once (no double-backward).
 
     Threads: on a CPU with ``torch.get_num_threads() > 1`` and at least ``2**22`` scores in all,
     the forward pass deals its (head, query block) jobs to that many worker threads, each
@@ -493,7 +499,8 @@ def flash_attention(
         TypeError: non-float or mixed dtypes, non-int block sizes.
         ValueError: mismatched head dims, lengths or leading dims; non-positive block sizes.
 
-    Implements (online-softmax-fa2), (online-softmax-lse), (online-softmax-causal) and (online-softmax-bwd-D).
+    Implements (online-softmax-merge-log), (online-softmax-lse), (online-softmax-causal),
+    (online-softmax-bwd-P) and (online-softmax-bwd-D).
 
     >>> q, k, v = torch.randn(2, 7, 4), torch.randn(2, 9, 4), torch.randn(2, 9, 3)
     >>> out = flash_attention(q, k, v, causal=True, block_q=3, block_k=4)
@@ -564,6 +571,87 @@ def attention_tile_states(
         m, l = m_new, l_new
         states.append({"m": m.squeeze(-1), "l": l.squeeze(-1), "o": o, "keys": (j0, j1)})
     return states
+
+
+def flash_attention_fa2(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    causal: bool = False,
+    scale: float | None = None,
+    block_q: int = 64,
+    block_k: int = 64,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The FlashAttention-2 forward pass in its accumulator form, line for line.
+
+    For each block of ``block_q`` queries, sweep the key/value tiles of ``block_k`` rows,
+    keeping per query a running max ``m``, normaliser ``l`` and an *unnormalised* output
+    accumulator ``u``. A tile rescales ``l`` and ``u`` by ``exp(m_old - m_new)`` and adds its
+    own ``exp(s - m_new)`` terms; ``u`` is divided by ``l`` once, after the last tile, and
+    ``lse = m + log l`` is kept per query. Fully masked causal tiles are skipped. This is the
+    readable reference of algorithm online-softmax-alg-fa2; :func:`flash_attention` computes
+    the same numbers with a log-space merge that suits eager PyTorch on a CPU, and has a
+    backward pass. This function is differentiable through autograd (which stores every tile).
+
+    Args:
+        q: queries, shape ``(..., N_q, d)``.
+        k: keys, shape ``(..., N_k, d)``; leading dims equal to those of ``q``.
+        v: values, shape ``(..., N_k, d_v)``.
+        causal: the bottom-right aligned causal mask of :func:`causal_mask`.
+        scale: the score scale; default ``1 / sqrt(d)``.
+        block_q: queries per block.
+        block_k: keys per tile.
+
+    Returns:
+        ``(out, lse)``: ``out`` of shape ``(..., N_q, d_v)`` and ``lse`` of shape ``(..., N_q)``
+        (``0`` and ``-inf`` for a query that sees no key).
+
+    Raises:
+        TypeError: non-float or mixed dtypes, non-int block sizes.
+        ValueError: mismatched shapes; non-positive block sizes.
+
+    Implements (online-softmax-fa2), (online-softmax-lse) and (online-softmax-causal).
+
+    >>> q, k, v = torch.randn(5, 4), torch.randn(9, 4), torch.randn(9, 3)
+    >>> out, lse = flash_attention_fa2(q, k, v, causal=True, block_q=2, block_k=4)
+    >>> bool(torch.allclose(out, softmax_attention(q, k, v, causal=True), atol=1e-6))
+    True
+    """
+    _check_qkv(q, k, v)
+    tau = _check_scale(scale, q.shape[-1])
+    block_q = _check_block("block_q", block_q)
+    block_k = _check_block("block_k", block_k)
+    n_q, n_k, d_v = q.shape[-2], k.shape[-2], v.shape[-1]
+    offset = n_k - n_q  # bottom-right alignment: row i sees keys j <= i + offset
+    outs, lses = [], []
+    for i0 in range(0, n_q, block_q):
+        i1 = min(i0 + block_q, n_q)
+        q_b = q[..., i0:i1, :] * tau  # (..., bq, d), the scale folded in once
+        m = torch.full((*q_b.shape[:-1], 1), float("-inf"), dtype=q.dtype, device=q.device)
+        l = torch.zeros_like(m)  # (..., bq, 1)
+        u = torch.zeros((*q_b.shape[:-1], d_v), dtype=q.dtype, device=q.device)  # (..., bq, d_v)
+        k_end = n_k if not causal else max(0, min(n_k, i1 + offset))  # later keys: hidden from all
+        for j0 in range(0, k_end, block_k):
+            j1 = min(j0 + block_k, k_end)
+            s = q_b @ k[..., j0:j1, :].transpose(-2, -1)  # (..., bq, bk)
+            if causal and j1 - 1 > i0 + offset:  # a diagonal tile
+                s = s.masked_fill(_tile_mask(i0, i1, j0, j1, offset, q.device), float("-inf"))
+            m_new = torch.maximum(m, s.amax(-1, keepdim=True))
+            # a row that has seen no visible key yet has m_new = -inf: shift it by 0 instead
+            m_ref = torch.where(torch.isneginf(m_new), torch.zeros_like(m_new), m_new)
+            alpha = torch.exp(m - m_ref)  # exp(m_old - m_new); 0 while the old state is empty
+            p = torch.exp(s - m_ref)  # (..., bq, bk), every exponent <= 0
+            # (online-softmax-fa2): rescale the running sums, add this tile's terms
+            l = alpha * l + p.sum(-1, keepdim=True)
+            u = alpha * u + p @ v[..., j0:j1, :]
+            m = m_new
+        seen = l > 0  # rows with at least one visible key
+        outs.append(torch.where(seen, u / torch.where(seen, l, torch.ones_like(l)), torch.zeros_like(u)))
+        # (online-softmax-lse): L = m + log l, -inf for the empty state
+        lses.append(torch.where(seen, m + torch.log(torch.where(seen, l, torch.ones_like(l))),
+                                torch.full_like(m, float("-inf"))).squeeze(-1))
+    return torch.cat(outs, dim=-2), torch.cat(lses, dim=-1)
 
 
 # ---------------------------------------------------------------------------------------------

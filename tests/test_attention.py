@@ -9,7 +9,7 @@ import types
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from minilib import attention, bench
@@ -17,6 +17,7 @@ from minilib.attention import (
     attention_tile_states,
     causal_mask,
     flash_attention,
+    flash_attention_fa2,
     linear_attention,
     linear_attention_recurrent,
     merge_softmax_states,
@@ -158,6 +159,63 @@ def test_tile_states_end_at_the_answer():
     j1 = states[1]["keys"][1]
     torch.testing.assert_close(states[1]["o"], softmax_attention(q, k[:j1], v[:j1]), **TOL)
 
+
+
+# --- the FlashAttention-2 accumulator form -----------------------------------------------------
+@settings(max_examples=20, deadline=None)
+@given(
+    n_q=st.integers(1, 20), n_k=st.integers(1, 20), d=st.integers(1, 8), d_v=st.integers(1, 5),
+    block_q=st.integers(1, 10), block_k=st.integers(1, 10), causal=st.booleans(),
+    lead=st.sampled_from([(), (2,), (2, 3)]),
+)
+def test_fa2_accumulator_matches_torch_softmax_attention(n_q, n_k, d, d_v, block_q, block_k, causal, lead):
+    q, k, v = _qkv(lead, n_q, n_k, d, d_v, seed=3 * n_q + 17 * n_k)
+    out, lse = flash_attention_fa2(q, k, v, causal=causal, block_q=block_q, block_k=block_k)
+    # the independent reference: torch.softmax over the full (masked) score matrix
+    s = (q @ k.transpose(-2, -1)) / math.sqrt(d)
+    seen = torch.ones(n_q, dtype=torch.bool)
+    if causal:
+        mask = causal_mask(n_q, n_k)
+        s = s.masked_fill(~mask, float("-inf"))
+        seen = mask.any(-1)
+    ref = torch.softmax(s[..., seen, :], -1) @ v
+    torch.testing.assert_close(out[..., seen, :], ref, **TOL)
+    torch.testing.assert_close(lse[..., seen], torch.logsumexp(s, -1)[..., seen], **TOL)
+    assert (out[..., ~seen, :] == 0).all() and torch.isneginf(lse[..., ~seen]).all()
+
+
+def test_fa2_accumulator_large_scores_float64_and_log_merge_agree():
+    q, k, v = _qkv(n_q=11, n_k=29, d=6)
+    # scores in the thousands: exp would overflow without the running max
+    out, lse = flash_attention_fa2(q, k, v, scale=400.0, block_q=4, block_k=5)
+    torch.testing.assert_close(out, _sdpa(q, k, v, False, scale=400.0), **TOL)
+    assert torch.isfinite(lse).all() and lse.abs().max() > 100
+    # the two merges (accumulator and log-space) of the same tiles agree
+    out2, lse2 = flash_attention(q, k, v, causal=True, block_q=4, block_k=5, return_lse=True)
+    out1, lse1 = flash_attention_fa2(q, k, v, causal=True, block_q=4, block_k=5)
+    torch.testing.assert_close(out1, out2, **TOL)
+    torch.testing.assert_close(lse1, lse2, **TOL)
+    q, k, v = _qkv(n_q=5, n_k=12, dtype=torch.float64)
+    out, _ = flash_attention_fa2(q, k, v, causal=True, block_q=2, block_k=5)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, _sdpa(q, k, v, True), atol=1e-12, rtol=1e-12)
+    out, lse = flash_attention_fa2(*(t.to("meta") for t in (q, k, v)), causal=True, block_q=2, block_k=5)
+    assert out.device.type == "meta" and out.shape == (2, 3, 5, 5) and lse.shape == (2, 3, 5)
+
+
+def test_fa2_accumulator_bad_input():
+    q, k, v = _qkv(n_q=4, n_k=6)
+    with pytest.raises(ValueError, match="head dim"):
+        flash_attention_fa2(q, k[..., :3], v)
+    with pytest.raises(TypeError, match="floating-point"):
+        flash_attention_fa2(q.long(), k, v)
+    for name in ("block_q", "block_k"):
+        with pytest.raises(ValueError, match=name):
+            flash_attention_fa2(q, k, v, **{name: 0})
+        with pytest.raises(TypeError, match=name):
+            flash_attention_fa2(q, k, v, **{name: 1.5})
+    with pytest.raises(TypeError, match="scale"):
+        flash_attention_fa2(q, k, v, scale="big")
 
 # --- flash attention: query blocks on worker threads ----------------------------------------
 @pytest.mark.parametrize("n_q,n_k,causal", [(37, 37, False), (37, 37, True), (19, 53, True), (53, 19, True)])
@@ -320,26 +378,59 @@ def _phi(x):
     return F.elu(x) + 1
 
 
-def _brute_linear(q, k, v, causal):
-    """Quadratic form: weights phi(q_i).phi(k_j), masked to j <= i, normalised by their row sum."""
+U32 = torch.finfo(torch.float32).eps / 2  # float32 unit roundoff, 2**-24
+
+
+def _brute_linear(q, k, v, causal, eps=1e-6):
+    """Quadratic form in float64: weights phi(q_i).phi(k_j), masked to j <= i, over row sum + eps.
+
+    Also returns, per output entry, a bound on the forward error of any float32 evaluation of
+    linear attention on these inputs. Every weight a_ij = phi(q_i).phi(k_j) is a sum of d
+    non-negative products, and every form (quadratic, chunked, recurrent) adds the terms
+    phi(q_i)_r phi(k_j)_r v_j in some order with at most n + d + 2 roundings each, so the
+    numerator is off by at most gamma * sum_j a_ij |v_j| and the denominator by gamma * den,
+    gamma = (n + d + 4) u (two more for the feature map); the quotient by at most 2 gamma.
+    We allow 4 gamma (about 1e-5 |v|): a wrong mask, chunk boundary or state update moves
+    outputs by O(0.1), and dropping the eps guard by 5e-5 in the @example below.
+    """
+    q, k, v = (t.double() for t in (q, k, v))
     a = _phi(q) @ _phi(k).transpose(-2, -1)  # (..., N_q, N_k)
     if causal:
-        a = a * torch.ones(q.shape[-2], k.shape[-2]).tril()
-    return (a @ v) / a.sum(-1, keepdim=True)
+        a = a * torch.ones(q.shape[-2], k.shape[-2], dtype=a.dtype).tril()
+    den = a.sum(-1, keepdim=True) + eps  # minilib guards the denominator with the same eps
+    ref = (a @ v) / den
+    gamma = (k.shape[-2] + q.shape[-1] + 4) * U32
+    bound = 4 * gamma * (a @ v.abs()) / den + U32 * ref.abs()
+    return ref, bound
+
+
+def _assert_within(out, ref, bound):
+    err = (out.double() - ref).abs()
+    assert (err <= bound).all(), f"max error {err.max():.2e}, max error/bound {(err / bound).max():.2f}"
 
 
 @settings(max_examples=15, deadline=None)
 @given(n=st.integers(1, 30), d=st.integers(1, 6), chunk=st.integers(1, 12), lead=st.sampled_from([(), (2,), (2, 2)]))
+@example(n=12, d=1, chunk=1, lead=(2, 2))  # a small phi(q) (0.05): the eps guard alone moves it by 5e-5
 def test_causal_linear_equals_recurrent_and_brute_force(n, d, chunk, lead):
     q, k, v = _qkv(lead, n, n, d, 3, seed=n * 13 + d)
-    par = linear_attention(q, k, v, causal=True, chunk_size=chunk)
-    torch.testing.assert_close(par, linear_attention_recurrent(q, k, v), **TOL)
-    torch.testing.assert_close(par, _brute_linear(q, k, v, True), **TOL)
+    ref, bound = _brute_linear(q, k, v, True)
+    _assert_within(linear_attention(q, k, v, causal=True, chunk_size=chunk), ref, bound)
+    _assert_within(linear_attention_recurrent(q, k, v), ref, bound)
+    # in float64 the three forms agree to rounding (1e-12): this catches a missing or doubled eps
+    q64, k64, v64 = (t.double() for t in (q, k, v))
+    torch.testing.assert_close(linear_attention(q64, k64, v64, causal=True, chunk_size=chunk), ref, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(linear_attention_recurrent(q64, k64, v64), ref, atol=1e-12, rtol=1e-12)
+    no_eps, _ = _brute_linear(q, k, v, True, eps=0.0)
+    torch.testing.assert_close(linear_attention(q64, k64, v64, causal=True, chunk_size=chunk, eps=0.0), no_eps,
+                               atol=1e-12, rtol=1e-12)
 
 
 def test_noncausal_linear_equals_brute_force():
     q, k, v = _qkv(n_q=7, n_k=12)
-    torch.testing.assert_close(linear_attention(q, k, v), _brute_linear(q, k, v, False), **TOL)
+    _assert_within(linear_attention(q, k, v), *_brute_linear(q, k, v, False))
+    q64, k64, v64 = (t.double() for t in (q, k, v))
+    torch.testing.assert_close(linear_attention(q64, k64, v64), _brute_linear(q, k, v, False)[0], atol=1e-12, rtol=1e-12)
 
 
 def test_linear_attention_custom_map_and_errors():
