@@ -8,10 +8,12 @@ latents, scaled to unit variance by :func:`latent_scale`.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
-__all__ = ["ConvAutoencoder", "autoencoder_loss", "latent_scale"]
+__all__ = ["ConvAutoencoder", "autoencoder_loss", "cross_attention", "empirical_w1", "latent_scale", "lipschitz_upper_bound"]
 
 
 def _check_images(x: torch.Tensor, channels: int, name: str = "x") -> None:
@@ -133,3 +135,226 @@ def latent_scale(z: torch.Tensor) -> torch.Tensor:
     if z.device.type != "meta" and float(s) == 0.0:
         raise ValueError("z has zero variance")
     return 1.0 / s
+
+
+def _check_float(x: object, name: str, dim: int) -> None:
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {getattr(x, 'dtype', type(x).__name__)}")
+    if x.dim() != dim:
+        raise ValueError(f"{name} must have {dim} dimensions, got shape {tuple(x.shape)}")
+
+
+def cross_attention(
+    x: torch.Tensor,
+    context: torch.Tensor,
+    w_q: torch.Tensor,
+    w_k: torch.Tensor,
+    w_v: torch.Tensor,
+    w_o: torch.Tensor | None = None,
+    *,
+    n_heads: int = 1,
+) -> torch.Tensor:
+    """Multi-head cross-attention: image (or latent) tokens attend to context (text) tokens.
+
+    Queries come from the ``N`` image tokens, keys and values from the ``M`` context tokens:
+    :math:`Q = \\varphi W^Q,\\ K = c W^K,\\ V = c W^V`; head :math:`h` uses the :math:`h`-th block
+    of :math:`d_k/H` columns of ``Q, K`` and :math:`d_v/H` columns of ``V``, computes
+    :math:`\\operatorname{softmax}(Q_h K_h^\\top / \\sqrt{d_k/H})\\,V_h` (softmax over the ``M``
+    context tokens), and the heads are concatenated and multiplied by :math:`W^O`.
+    Implements (latent-cross-attention). No residual is added: the caller adds the result to
+    ``x``.
+
+    Args:
+        x: image tokens :math:`\\varphi`, shape ``(B, N, d)`` (a feature map flattened over positions).
+        context: context tokens :math:`c`, shape ``(B, M, d_c)``.
+        w_q: ``(d, d_k)``. w_k: ``(d_c, d_k)``. w_v: ``(d_c, d_v)``.
+        w_o: optional output projection ``(d_v, d_out)``; without it the output width is ``d_v``.
+        n_heads: number of heads ``H``; must divide ``d_k`` and ``d_v``.
+
+    Returns:
+        ``(B, N, d_out)`` (or ``(B, N, d_v)``), dtype and device of ``x``.
+
+    Raises:
+        TypeError: a non-float tensor or mixed dtypes. ValueError: mismatched shapes or devices,
+        ``M = 0``, or a bad ``n_heads``.
+
+    >>> x, c = torch.randn(2, 16, 8), torch.randn(2, 5, 6)
+    >>> cross_attention(x, c, torch.randn(8, 4), torch.randn(6, 4), torch.randn(6, 8), n_heads=2).shape
+    torch.Size([2, 16, 8])
+    """
+    _check_float(x, "x", 3)
+    _check_float(context, "context", 3)
+    for name, w in (("w_q", w_q), ("w_k", w_k), ("w_v", w_v)) + ((("w_o", w_o),) if w_o is not None else ()):
+        _check_float(w, name, 2)
+    tensors = [x, context, w_q, w_k, w_v] + ([w_o] if w_o is not None else [])
+    if any(t.dtype != x.dtype for t in tensors):
+        raise TypeError(f"all tensors must share x's dtype {x.dtype}, got {[t.dtype for t in tensors]}")
+    if any(t.device != x.device for t in tensors):
+        raise ValueError(f"all tensors must be on x's device {x.device}")
+    B, N, d = x.shape
+    if context.shape[0] != B:
+        raise ValueError(f"context must have batch size {B} like x, got {tuple(context.shape)}")
+    M, d_c = context.shape[1:]
+    if M < 1:
+        raise ValueError("context must hold at least one token (M >= 1)")
+    if w_q.shape[0] != d:
+        raise ValueError(f"w_q must have shape (d, d_k) = ({d}, d_k), got {tuple(w_q.shape)}")
+    d_k = w_q.shape[1]
+    if w_k.shape != (d_c, d_k):
+        raise ValueError(f"w_k must have shape (d_c, d_k) = ({d_c}, {d_k}), got {tuple(w_k.shape)}")
+    if w_v.shape[0] != d_c:
+        raise ValueError(f"w_v must have shape (d_c, d_v) = ({d_c}, d_v), got {tuple(w_v.shape)}")
+    d_v = w_v.shape[1]
+    if w_o is not None and w_o.shape[0] != d_v:
+        raise ValueError(f"w_o must have shape (d_v, d_out) = ({d_v}, d_out), got {tuple(w_o.shape)}")
+    if isinstance(n_heads, bool) or not isinstance(n_heads, int) or n_heads < 1:
+        raise ValueError(f"n_heads must be a positive int, got {n_heads!r}")
+    if d_k % n_heads or d_v % n_heads:
+        raise ValueError(f"n_heads={n_heads} must divide d_k={d_k} and d_v={d_v}")
+    H = n_heads
+    q = (x @ w_q).view(B, N, H, d_k // H).transpose(1, 2)  # (B, H, N, d_k/H): queries from the image
+    k = (context @ w_k).view(B, M, H, d_k // H).transpose(1, 2)  # (B, H, M, d_k/H): keys from the text
+    v = (context @ w_v).view(B, M, H, d_v // H).transpose(1, 2)  # (B, H, M, d_v/H): values from the text
+    a = (q @ k.transpose(-1, -2) / (d_k // H) ** 0.5).softmax(-1)  # (B, H, N, M): each position's weights over words
+    out = (a @ v).transpose(1, 2).reshape(B, N, d_v)  # (B, N, d_v): heads concatenated
+    return out @ w_o if w_o is not None else out
+
+
+def empirical_w1(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact Wasserstein-1 distance between two empirical distributions of ``n`` points each.
+
+    With equal weights :math:`1/n`, an optimal coupling can be taken to be a permutation
+    (Birkhoff's theorem), so :math:`W_1 = \\min_\\sigma \\frac1n \\sum_i \\lVert a_i - b_{\\sigma(i)} \\rVert`,
+    solved exactly by the Hungarian algorithm (:math:`O(n^3)`) on the Euclidean cost matrix.
+    Used to test (latent-error-split) on samples.
+
+    Args:
+        a, b: points ``(n, D)``, floating point, same ``n`` and ``D``.
+
+    Returns:
+        ``(w1, perm)``: a 0-d tensor (dtype and device of ``a``) and the optimal matching,
+        ``perm[i]`` the index of the point of ``b`` coupled with ``a[i]`` (int64).
+
+    Raises:
+        TypeError: non-float input. ValueError: shapes that differ or are not ``(n, D)``.
+
+    >>> w, perm = empirical_w1(torch.tensor([[0.0], [1.0]]), torch.tensor([[1.5], [0.0]]))
+    >>> float(w), perm.tolist()
+    (0.25, [1, 0])
+    """
+    _check_float(a, "a", 2)
+    _check_float(b, "b", 2)
+    if a.shape != b.shape or a.shape[0] < 1:
+        raise ValueError(f"a and b must both have shape (n, D) with n >= 1, got {tuple(a.shape)} and {tuple(b.shape)}")
+    import numpy as np
+
+    cost = torch.cdist(a.detach().double(), b.detach().double().to(a.device)).cpu().numpy()  # (n, n)
+    n = cost.shape[0]
+    # Hungarian algorithm with potentials u (rows), v (columns), 1-indexed, column 0 a sentinel
+    u, v = np.zeros(n + 1), np.zeros(n + 1)
+    p = np.zeros(n + 1, dtype=np.int64)  # p[j]: row matched to column j (0 = none)
+    way = np.zeros(n + 1, dtype=np.int64)
+    for i in range(1, n + 1):
+        p[0], j0 = i, 0
+        minv = np.full(n + 1, np.inf)
+        used = np.zeros(n + 1, dtype=bool)
+        while True:
+            used[j0] = True
+            i0 = p[j0]
+            free = ~used[1:]
+            cur = cost[i0 - 1] - u[i0] - v[1:]  # reduced costs of row i0
+            better = free & (cur < minv[1:])
+            minv[1:][better] = cur[better]
+            way[1:][better] = j0
+            masked = np.where(free, minv[1:], np.inf)
+            j1 = int(masked.argmin()) + 1
+            delta = masked[j1 - 1]
+            u[p[used]] += delta  # the rows on the alternating tree
+            v[used] -= delta
+            minv[1:][free] -= delta
+            j0 = j1
+            if p[j0] == 0:
+                break
+        while j0:  # augment along the path
+            j1 = way[j0]
+            p[j0] = p[j1]
+            j0 = j1
+    perm = np.empty(n, dtype=np.int64)
+    perm[p[1:] - 1] = np.arange(n)
+    w1 = float(cost[np.arange(n), perm].mean())
+    return torch.tensor(w1, dtype=a.dtype, device=a.device), torch.from_numpy(perm).to(a.device)
+
+
+def _spectral_norm_upper(a: torch.Tensor, squarings: int = 8) -> float:
+    """A guaranteed upper bound on the largest singular value of a matrix, within 1% of it.
+
+    For the Gram matrix :math:`G = A A^\\top` (PSD, largest eigenvalue :math:`\\sigma_1^2`) and any
+    :math:`k`, :math:`\\sigma_1^{2k} = \\lambda_1(G^k) \\le \\lVert G^k \\rVert_F \\le \\sqrt{n}\\,\\sigma_1^{2k}`. So
+    :math:`\\lVert G^k \\rVert_F^{1/2k}` bounds :math:`\\sigma_1` from above and overshoots by at most
+    :math:`n^{1/4k}`; ``k = 2**squarings`` by repeated squaring, rescaled to stay finite. Much
+    faster than an SVD for the 1024-wide maps of the lab's decoder.
+    """
+    a = a.double()
+    g = a @ a.T if a.shape[0] <= a.shape[1] else a.T @ a  # the smaller Gram matrix
+    log_norm = 0.0  # log ||G^(2^j)||_F accumulated through the rescalings
+    for _ in range(squarings):
+        c = float(torch.linalg.matrix_norm(g))
+        if c == 0.0:
+            return 0.0
+        g = (g / c) @ (g / c)
+        log_norm = 2 * (log_norm + math.log(c))
+    log_norm += math.log(float(torch.linalg.matrix_norm(g)))
+    k = 2**squarings
+    return math.exp(log_norm / (2 * k)) * (1 + 1e-9)  # margin for float64 round-off
+
+
+_ACT_LIPSCHITZ = {nn.SiLU: 1.0998, nn.Tanh: 1.0, nn.ReLU: 1.0, nn.Identity: 1.0}  # max |f'|; SiLU's is 1.09984 (rounded up)
+
+
+def lipschitz_upper_bound(net: nn.Sequential, input_shape: tuple[int, ...]) -> float:
+    """An upper bound on the Lipschitz constant (Euclidean norms) of a sequential conv net.
+
+    The Lipschitz constant of a composition is at most the product of the constants of its
+    layers. A convolution (or transposed convolution) acting on inputs of a fixed shape is a
+    linear map plus a bias, so its constant is the largest singular value of that linear map,
+    bounded here from above (within 1%) from its full matrix (the layer applied to every basis vector; fine
+    for small maps).
+    An activation contributes its largest slope (1.0998 for SiLU, 1 for tanh and ReLU). This
+    is the :math:`L` of (latent-error-split).
+
+    Args:
+        net: an ``nn.Sequential`` of ``Conv2d``, ``ConvTranspose2d``, ``Linear``, ``SiLU``,
+            ``Tanh``, ``ReLU`` or ``Identity`` layers (e.g. ``ConvAutoencoder.decoder``).
+        input_shape: the shape of one input without the batch axis, e.g. ``(4, 4, 4)``.
+
+    Returns:
+        The bound, a float.
+
+    Raises:
+        TypeError: a ``net`` that is not an ``nn.Sequential``, or a layer of another kind.
+    """
+    if not isinstance(net, nn.Sequential):
+        raise TypeError(f"net must be an nn.Sequential, got {type(net).__name__}")
+    if not (isinstance(input_shape, tuple) and input_shape and all(isinstance(s, int) and s > 0 for s in input_shape)):
+        raise ValueError(f"input_shape must be a tuple of positive ints, got {input_shape!r}")
+    p0 = next(net.parameters(), None)
+    dtype = p0.dtype if p0 is not None else torch.float32
+    device = p0.device if p0 is not None else torch.device("cpu")
+    x = torch.zeros(1, *input_shape, dtype=dtype, device=device)
+    bound = 1.0
+    for layer in net:
+        if type(layer) in _ACT_LIPSCHITZ:
+            bound *= _ACT_LIPSCHITZ[type(layer)]
+        elif isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            shape = tuple(x.shape[1:])
+            n_in = x[0].numel()
+            with torch.no_grad():
+                basis = torch.eye(n_in, dtype=dtype, device=device).view(n_in, *shape)
+                # the matrix of the linear part: f(e_i) - f(0) for every basis vector, one row each
+                jac = (layer(basis) - layer(torch.zeros(1, *shape, dtype=dtype, device=device))).flatten(1)  # (n_in, n_out)
+            bound *= _spectral_norm_upper(jac)
+        else:
+            raise TypeError(f"unsupported layer {type(layer).__name__}: only convolutions, linear layers and 1-Lipschitz-bounded activations")
+        with torch.no_grad():
+            x = layer(x)
+    return bound
