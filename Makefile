@@ -8,15 +8,18 @@ PORT   ?= 8000
 NB     ?=
 PYTEST := $(PY) -m pytest -p no:cacheprovider
 
-.PHONY: help book serve test test-unit test-labs test-site refresh bench lint clean pin vendor
+.PHONY: help book pdf test-pdf serve test test-unit test-labs test-site refresh bench lint clean pin vendor release
 
 help:
 	@echo "make book     build the HTML book into _build/html (sets up .venv first)"
+	@echo "make pdf      build the book as one PDF, _build/latex/derive-and-run.pdf (installs Debian's TeX first)"
+	@echo "make test-pdf build the PDF and check its page count and table of contents"
 	@echo "make serve    serve _build/html on http://127.0.0.1:$(PORT)"
 	@echo "make test     run the whole test suite (unit, doctests, contract, labs, site)"
 	@echo "make refresh  re-execute the labs in place (NB=notebooks/part/lab.ipynb for one)"
 	@echo "make bench    run the benchmarks (prints tables; not a test)"
 	@echo "make lint     ruff"
+	@echo "make release VERSION=x.y.z  tag a release whose labs install minilib from that tag"
 	@echo "make clean    remove build outputs (keeps .venv; 'make clean-all' removes it too)"
 
 $(READY): requirements/torch.txt requirements/dev.txt pyproject.toml
@@ -38,13 +41,27 @@ book: $(READY) vendor
 	@echo
 	@echo "The book is in _build/html. View it with:  make serve   (http://127.0.0.1:$(PORT))"
 
+# The PDF is not part of `make test` (TeX and a LaTeX run add about ten minutes to CI): run
+# `make test-pdf` before a release.
+pdf: $(READY) vendor
+	bash tools/install-tex.sh
+	$(BIN)/jupyter-book build . --builder pdflatex
+	@echo "The PDF is _build/latex/derive-and-run.pdf"
+
+test-pdf: pdf
+	$(PYTEST) tests -q -m pdf
+
+release: $(READY)
+	@test -n "$(VERSION)" || { echo "usage: make release VERSION=x.y.z"; exit 2; }
+	$(PY) -m tools.release $(VERSION)
+
 serve:
 	@test -f _build/html/index.html || { echo "no _build/html yet: run 'make book' first"; exit 1; }
 	@echo "Serving _build/html on http://127.0.0.1:$(PORT) (Ctrl-C to stop)"
 	$(PYTHON) -m http.server $(PORT) --bind 127.0.0.1 --directory _build/html
 
 test: $(READY) vendor
-	$(PYTEST) tests minilib --doctest-modules -q -m "not slow"
+	$(PYTEST) tests minilib --doctest-modules -q -m "not slow and not pdf"
 	$(PYTEST) notebooks --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -q
 	$(PYTEST) tests -q -m slow
 

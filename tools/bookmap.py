@@ -126,6 +126,8 @@ def write_map(root: Path = ROOT, out: Path | None = None) -> Path:
     try:
         with plt.rc_context({"svg.fonttype": "none"}):  # text stays text: searchable, selectable
             fig.savefig(path, format="svg", metadata={"Date": None})
+        if out is None:  # the PDF book takes the same figure as PDF (pages pick `book-map.*`)
+            fig.savefig(path.with_suffix(".pdf"), format="pdf", metadata={"CreationDate": None})
     finally:
         plt.close(fig)
     return path
