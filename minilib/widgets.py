@@ -4,10 +4,12 @@ One call, :func:`explorer`, produces both views in a single output:
 
 * in a live kernel (Jupyter, Colab, VS Code) an ipywidgets UI with one slider (or menu) per
   parameter, re-drawing the figure on every change;
-* a ``text/html`` player: the figure pre-rendered for each value of the *first* parameter
-  (the others at their defaults) behind a plain HTML range slider and a few lines of inline
-  JavaScript. It needs no kernel and no network, so it keeps working on the static site,
-  where the book's configuration prefers it over the widget view.
+* a ``text/html`` player with every control: the figure pre-rendered for every combination of
+  the parameters' values when there are few (``max_frames``), otherwise for each parameter on
+  its own around the defaults, behind plain HTML sliders and menus and a few lines of inline
+  JavaScript. Frames are palette PNGs, and identical frames are stored once. It needs no
+  kernel and no network, so it keeps working on the static site, where the book's
+  configuration prefers it over the widget view.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import io
+import itertools
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -37,6 +42,30 @@ def _in_kernel() -> bool:
     return ip is not None and getattr(ip, "kernel", None) is not None
 
 
+def _is_slider(values: list[Any]) -> bool:
+    """Numbers with more than three values get a slider; anything else a menu."""
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values) and len(values) > 3
+
+
+def _palette_png(png: bytes) -> bytes:
+    """Re-encode a PNG with a 256-colour palette: about a third of the bytes of RGBA for plots."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as im:
+        out = io.BytesIO()
+        im.convert("RGB").quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(out, format="PNG")
+    return out.getvalue()
+
+
+def _progress(items: list[Any], desc: str) -> Any:
+    """A tqdm bar when rendering takes long enough to need one (more than a few frames)."""
+    if len(items) <= 8:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, leave=False)
+
+
 def _subsample(n: int, k: int) -> list[int]:
     """``k`` evenly spread indices into ``range(n)``, both ends included."""
     if n <= k:
@@ -50,7 +79,13 @@ class Explorer:
     Attributes:
         params: the parameter grid, name -> list of values.
         defaults: the value each parameter starts at.
-        frames: the static frames as ``(value_of_first_param, png_bytes)`` pairs.
+        static_values: name -> the values the static player offers (at most ``static_frames``
+            of them, spread evenly, ends and default included).
+        mode: ``"grid"`` when every combination of the static values is pre-rendered, or
+            ``"axes"`` when each control is pre-rendered on its own, the others at their
+            defaults (when the grid would exceed ``max_frames``).
+        frames: ``{tuple of values, one per parameter: index into images}``.
+        images: the distinct pre-rendered frames, as palette PNG bytes.
     """
 
     def __init__(
@@ -61,16 +96,35 @@ class Explorer:
         title: str | None,
         static_frames: int,
         dpi: int | None,
+        max_frames: int = 32,
     ) -> None:
         self.render = render
         self.params = params
         self.defaults = defaults
         self.title = title
         self.dpi = dpi
-        first, values = next(iter(params.items()))
-        self.frames: list[tuple[Any, bytes]] = []
-        for i in _subsample(len(values), static_frames):
-            self.frames.append((values[i], self._png({**defaults, first: values[i]})))
+        self.static_values: dict[str, list[Any]] = {}
+        for name, values in params.items():
+            keep = set(_subsample(len(values), static_frames)) | {values.index(defaults[name])}
+            self.static_values[name] = [values[i] for i in sorted(keep)]
+        names = list(params)
+        grid_size = math.prod(len(v) for v in self.static_values.values())
+        self.mode = "grid" if grid_size <= max_frames else "axes"
+        if self.mode == "grid":
+            combos = [dict(zip(names, vs)) for vs in itertools.product(*self.static_values.values())]
+        else:
+            combos = [dict(defaults)]
+            for name in names:
+                combos += [{**defaults, name: v} for v in self.static_values[name] if v != defaults[name]]
+        self.images: list[bytes] = []
+        self.frames: dict[tuple[Any, ...], int] = {}
+        seen: dict[bytes, int] = {}
+        for values in _progress(combos, "static frames"):
+            png = self._png(values)
+            idx = seen.setdefault(png, len(self.images))
+            if idx == len(self.images):
+                self.images.append(png)
+            self.frames[tuple(values[n] for n in names)] = idx
         self._widget: Any = None
 
     # -- rendering ---------------------------------------------------------------------
@@ -92,49 +146,80 @@ class Explorer:
 
         fig = self._figure(values)
         try:
-            return figure_png(fig, dpi=self.dpi)
+            return _palette_png(figure_png(fig, dpi=self.dpi))
         finally:
             plt.close(fig)
 
     # -- the static player ---------------------------------------------------------------
     def static_html(self) -> str:
-        """The kernel-free player: a range slider over the first parameter's frames."""
-        first = next(iter(self.params))
-        digest = hashlib.sha1(b"".join(p for _, p in self.frames)).hexdigest()[:12]
+        """The kernel-free player: one control per parameter over the pre-rendered frames."""
+        names = list(self.params)
+        digest = hashlib.sha1(b"".join(self.images)).hexdigest()[:12]
         uid = f"dr-explorer-{digest}"
-        labels = [_label(v) for v, _ in self.frames]
-        start = next((i for i, (v, _) in enumerate(self.frames) if v == self.defaults[first]), 0)
+        labels = [[_label(v) for v in self.static_values[n]] for n in names]
+        start = [self.static_values[n].index(self.defaults[n]) for n in names]
+        keys = {
+            ",".join(str(self.static_values[n].index(v)) for n, v in zip(names, key)): idx
+            for key, idx in self.frames.items()
+        }
+        first = self.frames[tuple(self.defaults[n] for n in names)]
+        controls = []
+        for k, name in enumerate(names):
+            values = self.static_values[name]
+            lab = html.escape(name)
+            if _is_slider(values):
+                ctl = (
+                    f'<input class="dr-slider dr-control" data-k="{k}" type="range" min="0" max="{len(values) - 1}" '
+                    f'step="1" value="{start[k]}" aria-label="{lab}" style="flex:1"/>'
+                    f'<output class="dr-value" style="min-width:4em">{html.escape(labels[k][start[k]])}</output>'
+                )
+            else:
+                opts = "".join(
+                    f'<option value="{i}"{" selected" if i == start[k] else ""}>{html.escape(t)}</option>'
+                    for i, t in enumerate(labels[k])
+                )
+                ctl = f'<select class="dr-select dr-control" data-k="{k}" aria-label="{lab}">{opts}</select>'
+            controls.append(
+                '<label style="display:flex;gap:8px;align-items:center;font-family:sans-serif;font-size:14px">'
+                f'<span style="min-width:5em">{lab}</span>{ctl}</label>'
+            )
+        alt = ", ".join(f"{n} = {_label(self.defaults[n])}" for n in names)
         imgs = "".join(
-            f'<img class="dr-frame" alt="{html.escape(first)} = {html.escape(lab)}" '
-            f'style="max-width:100%;height:auto;display:{"block" if i == start else "none"}" '
+            f'<img class="dr-frame" alt="{html.escape(alt) if i == first else "frame " + str(i)}" '
+            f'style="max-width:100%;height:auto;display:{"block" if i == first else "none"}" '
             f'src="data:image/png;base64,{base64.b64encode(png).decode()}"/>'
-            for i, ((_, png), lab) in enumerate(zip(self.frames, labels))
+            for i, png in enumerate(self.images)
         )
-        others = [k for k in self.params if k != first]
-        fixed = ", ".join(f"{k} = {_label(self.defaults[k])}" for k in others)
-        note = "Static preview"
-        if fixed:
-            note += f" with {html.escape(fixed)}"
-        note += ". Open the lab in Colab or Jupyter to move every slider."
+        if len(names) == 1:
+            note = "Pre-rendered for each value shown."
+        elif self.mode == "grid":
+            note = "Every combination of the values shown is pre-rendered."
+        else:
+            note = (
+                "Pre-rendered one control at a time: moving a control sets the others back to "
+                "their defaults."
+            )
+        note += " Open the lab in Colab or Jupyter for the live version."
         title = f'<div style="font-weight:600;margin-bottom:4px">{html.escape(self.title)}</div>' if self.title else ""
         return (
-            f'<div class="dr-explorer" id="{uid}" style="border:1px solid #ccc;border-radius:8px;'
-            f'padding:8px;background:#fff;color:#222;max-width:100%">{title}'
-            f'<label style="display:flex;gap:8px;align-items:center;font-family:sans-serif;font-size:14px">'
-            f'<span>{html.escape(first)}</span>'
-            f'<input class="dr-slider" type="range" min="0" max="{len(self.frames) - 1}" step="1" '
-            f'value="{start}" aria-label="{html.escape(first)}" style="flex:1"/>'
-            f'<output class="dr-value" style="min-width:4em">{html.escape(labels[start])}</output></label>'
-            f"{imgs}"
-            f'<div style="font-size:12px;color:#666;font-family:sans-serif">{note}</div></div>'
+            f'<div class="dr-explorer" id="{uid}" data-mode="{self.mode}" style="border:1px solid #ccc;'
+            f'border-radius:8px;padding:8px;background:#fff;color:#222;max-width:100%">{title}'
+            f'{"".join(controls)}{imgs}'
+            f'<div class="dr-note" style="font-size:12px;color:#666;font-family:sans-serif">{note}</div></div>'
             "<script>(function(){"
             f'var root=document.getElementById("{uid}");if(!root)return;'
-            f"var labels={json.dumps(labels)};"
-            'var s=root.querySelector(".dr-slider"),o=root.querySelector(".dr-value"),'
-            'f=root.querySelectorAll(".dr-frame");'
-            's.addEventListener("input",function(){var k=+s.value;'
-            'for(var i=0;i<f.length;i++){f[i].style.display=(i===k)?"block":"none";}'
-            "o.textContent=labels[k];});})();</script>"
+            f"var labels={json.dumps(labels)},keys={json.dumps(keys)},start={json.dumps(start)},"
+            f'axes={"true" if self.mode == "axes" else "false"};'
+            'var c=root.querySelectorAll(".dr-control"),f=root.querySelectorAll(".dr-frame");'
+            "function idx(){var a=[];for(var i=0;i<c.length;i++){a.push(+c[i].value);}return a;}"
+            "function show(){var a=idx(),j=keys[a.join(\",\")];if(j===undefined)return;"
+            'for(var i=0;i<f.length;i++){f[i].style.display=(i===j)?"block":"none";}'
+            "for(var i=0;i<c.length;i++){var o=c[i].parentNode.querySelector(\".dr-value\");"
+            "if(o)o.textContent=labels[i][a[i]];}}"
+            "for(var i=0;i<c.length;i++){(function(k){"
+            'c[k].addEventListener(c[k].tagName==="SELECT"?"change":"input",function(){'
+            "if(axes){for(var m=0;m<c.length;m++){if(m!==k)c[m].value=start[m];}}show();});})(i);}"
+            "})();</script>"
         )
 
     # -- the live widget -----------------------------------------------------------------
@@ -148,7 +233,7 @@ class Explorer:
 
         controls = {}
         for name, values in self.params.items():
-            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values) and len(values) > 3:
+            if _is_slider(values):
                 c = w.SelectionSlider(
                     options=[(_label(v), v) for v in values], value=self.defaults[name],
                     description=name, continuous_update=False, layout=w.Layout(width="420px"),
@@ -184,7 +269,7 @@ class Explorer:
 
     def __repr__(self) -> str:
         spans = ", ".join(f"{k}: {len(v)} values" for k, v in self.params.items())
-        return f"Explorer({spans}; {len(self.frames)} static frames)"
+        return f"Explorer({spans}; {len(self.frames)} static frames, {self.mode})"
 
 
 def explorer(
@@ -195,6 +280,7 @@ def explorer(
     title: str | None = None,
     static_frames: int = 16,
     dpi: int | None = 72,
+    max_frames: int = 32,
 ) -> Explorer:
     """Make an explorer of ``render(**values)`` over a grid of parameter values.
 
@@ -206,9 +292,13 @@ def explorer(
             than three values get a slider; anything else gets buttons.
         defaults: the starting value of each parameter (default: its first value).
         title: shown above the controls.
-        static_frames: at most this many frames are pre-rendered for the static player,
-            spread evenly over the first parameter's values, ends included.
+        static_frames: the static player offers at most this many values of each parameter
+            (spread evenly, ends and default included).
         dpi: resolution of the static frames.
+        max_frames: the static player pre-renders every combination of those values when
+            there are at most this many; otherwise each parameter on its own, the others at
+            their defaults (the player says which). A frame costs about 0.1-0.5 s to render
+            on a 2-core CPU, so the default keeps an explorer within a few seconds.
 
     Returns:
         An :class:`Explorer`; make it the last expression of a cell to display it.
@@ -221,8 +311,8 @@ def explorer(
     ...     ax.plot([0, 1], [0, a * b])
     ...     return fig
     >>> ex = explorer(render, {"a": [1, 2, 3], "b": [1.0, 2.0]})
-    >>> len(ex.frames), ex.defaults
-    (3, {'a': 1, 'b': 1.0})
+    >>> len(ex.frames), ex.mode, ex.defaults
+    (6, 'grid', {'a': 1, 'b': 1.0})
     """
     if not callable(render):
         raise TypeError(f"render must be callable, got {type(render).__name__}")
@@ -248,6 +338,8 @@ def explorer(
         chosen.setdefault(name, vals[0])
     if not isinstance(static_frames, int) or static_frames < 2:
         raise ValueError(f"static_frames must be an int >= 2, got {static_frames!r}")
+    if not isinstance(max_frames, int) or max_frames < 1:
+        raise ValueError(f"max_frames must be a positive int, got {max_frames!r}")
     if dpi is not None and (not isinstance(dpi, int) or dpi <= 0):
         raise ValueError(f"dpi must be a positive int or None, got {dpi!r}")
-    return Explorer(render, grid, chosen, title, static_frames, dpi)
+    return Explorer(render, grid, chosen, title, static_frames, dpi, max_frames)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import random
 
 import matplotlib
@@ -156,20 +157,45 @@ def _render(a, b="x"):
     return fig
 
 
-def test_explorer_static_player_has_one_frame_per_value():
+def test_explorer_static_player_renders_the_full_grid_when_small():
     ex = explorer(_render, {"a": [1, 2, 3], "b": ["x", "y"]}, defaults={"a": 2})
+    assert ex.mode == "grid" and len(ex.frames) == 6 and len(ex.images) == 6
     html = ex.static_html()
-    assert html.count('class="dr-frame"') == 3
-    assert 'type="range"' in html and 'max="2"' in html and 'value="1"' in html
-    assert "b = x" in html  # the fixed value of the other parameter is stated
-    # The frames differ: each was rendered with its own value of the first parameter.
-    assert len({png for _, png in ex.frames}) == 3
+    assert html.count('class="dr-frame"') == 6
+    # one control per parameter: a menu for b (two values), a slider would need more than three
+    assert html.count('class="dr-select dr-control"') == 2 and "dr-slider" not in html
+    assert 'data-mode="grid"' in html and "Every combination" in html
+    # the frame shown first is the defaults' frame; each frame was rendered with its own values
+    shown = html.split('style="max-width:100%;height:auto;display:block"')[0].rsplit('<img class="dr-frame" alt="', 1)[1]
+    assert shown.startswith("a = 2, b = x")
     assert not plt.get_fignums()  # every rendered figure was closed
 
 
-def test_explorer_subsamples_long_parameters_keeping_the_ends():
+def test_explorer_renders_each_control_alone_when_the_grid_is_large():
+    ex = explorer(_render, {"a": list(range(10)), "b": ["x", "y", "z"]}, defaults={"a": 4}, max_frames=12)
+    assert ex.mode == "axes"
+    assert sorted(ex.frames) == sorted({(a, "x") for a in range(10)} | {(4, "y"), (4, "z")})
+    html = ex.static_html()
+    assert 'type="range"' in html and 'max="9"' in html and 'value="4"' in html
+    assert "one control at a time" in html
+
+
+def test_explorer_stores_identical_frames_once_and_as_palette_pngs():
+    from PIL import Image
+
+    ex = explorer(_render, {"a": [1, 2], "b": ["x", "y"]}, max_frames=4)
+    assert len(ex.frames) == 4 and len(ex.images) == 4
+    same = explorer(lambda a, b: _render(a), {"a": [1, 2], "b": ["x", "y"]})
+    assert len(same.frames) == 4 and len(same.images) == 2  # b does not change the figure
+    with Image.open(io.BytesIO(ex.images[0])) as im:
+        assert im.mode == "P"
+
+
+def test_explorer_subsamples_long_parameters_keeping_the_ends_and_the_default():
     ex = explorer(_render, {"a": list(range(100))}, static_frames=5)
-    assert [v for v, _ in ex.frames] == [0, 25, 50, 74, 99]
+    assert ex.static_values["a"] == [0, 25, 50, 74, 99]
+    ex = explorer(_render, {"a": list(range(100))}, static_frames=5, defaults={"a": 10})
+    assert ex.static_values["a"] == [0, 10, 25, 50, 74, 99]
 
 
 def test_explorer_bundle_outside_a_kernel_is_html_only():
@@ -205,6 +231,7 @@ def test_explorer_frames_are_deterministic():
         ((_render, {"a": [1, 2]}), {"defaults": {"a": 5}}, ValueError, "not one of"),
         ((_render, {"a": [1, 2]}), {"defaults": {"z": 5}}, ValueError, "unknown"),
         ((_render, {"a": [1, 2]}), {"static_frames": 1}, ValueError, "static_frames"),
+        ((_render, {"a": [1, 2]}), {"max_frames": 0}, ValueError, "max_frames"),
     ],
 )
 def test_explorer_bad_input(args, kwargs, exc, match):
