@@ -181,6 +181,31 @@ def test_grpo_constant_group_gets_zero_advantage():
     assert A[3:].sum().abs() < 1e-6
 
 
+@pytest.mark.parametrize("G", [2, 3, 5])
+def test_grpo_expected_update_is_weighted_gradient_of_success_rate(G):
+    # (grpo-weight): for 0/1 rewards the expected update (1/G) sum_i A_i grad log pi(y_i), over
+    # groups drawn i.i.d. from pi, is w_G(p) grad p. Brute force: enumerate all 4^G groups.
+    import itertools
+
+    theta = torch.tensor([0.4, -0.3, 0.9, -1.2], dtype=torch.float64, requires_grad=True)
+    correct = torch.tensor([1.0, 1.0, 0.0, 0.0], dtype=torch.float64)
+    logpi = torch.log_softmax(theta, 0)
+    pi = logpi.exp().detach()
+    p = (logpi.exp() * correct).sum()
+    (grad_p,) = torch.autograd.grad(p, theta, retain_graph=True)
+    expected = torch.zeros(4, dtype=torch.float64)
+    for group in itertools.product(range(4), repeat=G):
+        ys = torch.tensor(group)
+        adv = grpo_advantages(correct[ys], G, eps=0.0)
+        (g_hat,) = torch.autograd.grad((adv * logpi[ys]).mean(), theta, retain_graph=True)
+        expected += pi[ys].prod() * g_hat
+    pv = p.item()
+    mean_sqrt = sum(math.comb(G, k) * pv**k * (1 - pv) ** (G - k) * math.sqrt(k * (G - k)) for k in range(G + 1))
+    w = math.sqrt(G * (G - 1)) / (G**2 * pv * (1 - pv)) * mean_sqrt
+    assert torch.allclose(expected, w * grad_p, atol=1e-12)
+    # and it is not the expected-reward gradient scaled by the centring factor (G - 1)/G alone
+    assert not torch.allclose(expected, (G - 1) / G * grad_p, atol=1e-3)
+
 def test_kl_k3_nonnegative_zero_at_equality_and_unbiased():
     g = torch.Generator().manual_seed(4)
     x = torch.randn(1000, generator=g)
