@@ -476,3 +476,119 @@ def glyphs(
         img = torch.where(t >= 0, img + t * (dilated - img), img + (-t) * (eroded - img))
     img = (2.0 * img.clamp(0.0, 1.0) - 1.0).to(device=device, dtype=dtype)
     return img, labels.to(device=img.device)
+
+
+# ---------------------------------------------------------------------------------------------
+# a toy detection set
+
+_SHAPE_KINDS = ("circle", "square", "triangle")
+__all__ += ["shapes"]
+
+
+def _shape_mask(kind: str, x0: float, y0: float, side: float, yc: torch.Tensor, xc: torch.Tensor) -> torch.Tensor:
+    """Boolean ``(size, size)`` mask of the pixels whose centres ``(yc, xc)`` lie inside the shape."""
+    if kind == "square":  # axis-aligned, [x0, x0 + side) x [y0, y0 + side)
+        return (xc >= x0) & (xc < x0 + side) & (yc >= y0) & (yc < y0 + side)
+    cx = x0 + side / 2
+    if kind == "circle":  # inscribed in the square
+        return (xc - cx) ** 2 + (yc - (y0 + side / 2)) ** 2 <= (side / 2) ** 2
+    # isosceles triangle, apex (cx, y0) at the top, base from (x0, y0 + side) to (x0 + side, y0 + side)
+    return (yc >= y0) & (yc <= y0 + side) & ((xc - cx).abs() <= (yc - y0) / 2)
+
+
+def _box_iou(boxes: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+    """IoU of each of ``boxes (k, 4)`` with ``box (4,)``, all xyxy."""
+    lt, rb = torch.maximum(boxes[:, :2], box[:2]), torch.minimum(boxes[:, 2:], box[2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    area = (boxes[:, 2:] - boxes[:, :2]).prod(-1)
+    return inter / (area + (box[2:] - box[:2]).prod() - inter)
+
+
+def shapes(
+    n: int,
+    size: int = 64,
+    max_objects: int = 4,
+    classes: tuple[str, ...] = _SHAPE_KINDS,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+    """A toy object-detection set: coloured circles, squares and triangles on a noisy background.
+
+    Each image has a background of one random colour ``b`` (uniform in ``[0, 1]^3``). It gets
+    ``k_target`` objects, ``k_target`` uniform in ``1..max_objects``; each object draws its class
+    uniformly from ``classes``, a side of 10% to 40% of ``size`` and a position inside the image,
+    and a placement whose tight box has IoU above 0.1 with an earlier object's box is redrawn (up
+    to 20 times, then that object is dropped, so ``1 <= k <= k_target``; later objects may cover
+    a little of earlier ones). An object is one flat colour that differs from ``b`` by at least
+    0.4 in one random channel. Shapes are rasterized for all pixels at once: a pixel belongs to
+    the shape when its centre ``(i + 0.5, j + 0.5)`` lies inside (square: the axis-aligned
+    square; circle: the inscribed disc; triangle: apex at the top middle, base along the
+    bottom). Last, every pixel gets independent uniform noise in ``[-0.05, 0.05]`` per channel,
+    and the image is clipped to ``[0, 1]``. Random numbers are drawn on the CPU from
+    ``generator``, so a seed fixes the data.
+
+    Boxes are in pixel-edge coordinates: an object covering pixel columns ``j1..j2`` and rows
+    ``i1..i2`` (inclusive) has box ``(j1, i1, j2 + 1, i2 + 1)``, the tight box of its drawn mask
+    (before any later object covers part of it), so ``0 <= x1 < x2 <= size``.
+
+    Args:
+        n: number of images.
+        size: image side in pixels, at least 16.
+        max_objects: the most objects per image, at least 1.
+        classes: a non-empty tuple of distinct names from ``("circle", "square", "triangle")``;
+            ``labels`` index into it.
+        generator: CPU generator for reproducibility.
+
+    Returns:
+        ``(images, targets)``: images ``(n, 3, size, size)`` float32 in ``[0, 1]``; targets a list
+        of ``n`` dicts with ``boxes`` ``(k, 4)`` float32 xyxy and ``labels`` ``(k,)`` int64.
+
+    >>> x, t = shapes(2, size=32, generator=torch.Generator().manual_seed(0))
+    >>> x.shape, t[0]["boxes"].shape[1], t[0]["labels"].dtype
+    (torch.Size([2, 3, 32, 32]), 4, torch.int64)
+    """
+    _check_n(n)
+    _check_generator(generator)
+    if not isinstance(size, int) or isinstance(size, bool) or size < 16:
+        raise ValueError(f"size must be an int >= 16, got {size!r}")
+    if not isinstance(max_objects, int) or isinstance(max_objects, bool) or max_objects < 1:
+        raise ValueError(f"max_objects must be a positive int, got {max_objects!r}")
+    classes = tuple(classes) if isinstance(classes, (tuple, list)) else classes
+    if (not isinstance(classes, tuple) or not classes or len(set(classes)) != len(classes)
+            or any(c not in _SHAPE_KINDS for c in classes)):
+        raise ValueError(f"classes must be a non-empty tuple of distinct names from {_SHAPE_KINDS}, got {classes!r}")
+    centres = torch.arange(size, dtype=torch.float64) + 0.5
+    yc, xc = centres[:, None], centres[None, :]  # broadcast to (size, size)
+    images = torch.empty(n, 3, size, size)
+    targets: list[dict[str, torch.Tensor]] = []
+    for b in range(n):
+        bg = torch.rand(3, generator=generator)
+        img = bg[:, None, None].expand(3, size, size).clone()
+        k_target = int(torch.randint(1, max_objects + 1, (1,), generator=generator))
+        boxes: list[torch.Tensor] = []
+        labels: list[int] = []
+        for obj in range(k_target):
+            label = int(torch.randint(len(classes), (1,), generator=generator))
+            for _ in range(100 if obj == 0 else 20):  # the first object always finds a place
+                u = torch.rand(3, generator=generator, dtype=torch.float64).tolist()
+                side = (0.1 + 0.3 * u[0]) * size
+                x0, y0 = u[1] * (size - side), u[2] * (size - side)
+                mask = _shape_mask(classes[label], x0, y0, side, yc, xc)
+                rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
+                if rows.numel() == 0:
+                    continue
+                box = torch.tensor([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=torch.float32)
+                if boxes and float(_box_iou(torch.stack(boxes), box).max()) > 0.1:
+                    continue
+                colour = torch.rand(3, generator=generator)
+                ch = int(torch.randint(3, (1,), generator=generator))
+                v = float(torch.rand(1, generator=generator))
+                base = float(bg[ch])  # push one channel at least 0.4 away from the background
+                colour[ch] = base + 0.4 + v * (0.6 - base) if base < 0.5 else v * (base - 0.4)
+                img[:, mask] = colour[:, None]
+                boxes.append(box)
+                labels.append(label)
+                break
+        img += (torch.rand(3, size, size, generator=generator) * 2 - 1) * 0.05
+        images[b] = img.clamp_(0.0, 1.0)
+        targets.append({"boxes": torch.stack(boxes), "labels": torch.tensor(labels, dtype=torch.int64)})
+    return images, targets

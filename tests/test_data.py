@@ -185,3 +185,107 @@ def test_glyphs_bad_input() -> None:
         glyphs(4, digits=(10,))
     with pytest.raises(ValueError, match="n must be non-negative"):
         glyphs(-2)
+
+
+# ---------------------------------------------------------------------------------------------
+# shapes: a toy detection set (appended with minilib.data.shapes)
+
+from minilib.data import shapes  # noqa: E402
+
+
+def _foreground(img: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    """Pixels farther than 0.2 from the background model in some channel.
+
+    The model is one colour plus noise within 0.05, and objects differ by at least 0.4 in one
+    channel, so 0.2 separates the two; the background colour is estimated from the pixels
+    outside the boxes (median), so a box that is too small or too large shows up.
+    """
+    b = img[:, background].median(dim=1).values  # (3,)
+    return (img - b[:, None, None]).abs().amax(0) > 0.2
+
+
+def test_shapes_determinism_shapes_and_dtypes() -> None:
+    x, t = shapes(20, size=48, max_objects=3, generator=torch.Generator().manual_seed(0))
+    y, u = shapes(20, size=48, max_objects=3, generator=torch.Generator().manual_seed(0))
+    z, _ = shapes(20, size=48, max_objects=3, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(x, y) and not torch.equal(x, z)
+    assert all(torch.equal(a["boxes"], b["boxes"]) and torch.equal(a["labels"], b["labels"]) for a, b in zip(t, u))
+    assert x.shape == (20, 3, 48, 48) and x.dtype == torch.float32 and len(t) == 20
+    assert x.min() >= 0 and x.max() <= 1
+    counts = set()
+    for d in t:
+        k = d["labels"].shape[0]
+        counts.add(k)
+        assert 1 <= k <= 3 and d["boxes"].shape == (k, 4)
+        assert d["boxes"].dtype == torch.float32 and d["labels"].dtype == torch.int64
+        bx = d["boxes"]
+        assert (bx[:, 0] >= 0).all() and (bx[:, 1] >= 0).all() and (bx[:, 2] <= 48).all() and (bx[:, 3] <= 48).all()
+        assert (bx[:, 2] > bx[:, 0]).all() and (bx[:, 3] > bx[:, 1]).all()
+        assert torch.equal(bx, bx.round())  # pixel-edge coordinates
+        wh = bx[:, 2:] - bx[:, :2]  # sides of 10-40% of the image (a pixel either way from rasterizing)
+        assert (wh.amax(1) >= 0.1 * 48 - 1).all() and (wh.amax(1) <= 0.4 * 48 + 1).all()
+    assert counts == {1, 2, 3}
+    xs, ts = shapes(0)
+    assert xs.shape == (0, 3, 64, 64) and ts == []
+
+
+def test_shapes_single_object_box_is_the_tight_box_of_its_pixels() -> None:
+    x, t = shapes(60, size=40, max_objects=1, generator=torch.Generator().manual_seed(2))
+    for img, d in zip(x, t):
+        x1, y1, x2, y2 = (int(v) for v in d["boxes"][0])
+        inside = torch.zeros(40, 40, dtype=torch.bool)
+        inside[y1:y2, x1:x2] = True
+        fg = _foreground(img, ~inside)
+        rows, cols = fg.any(1).nonzero().flatten(), fg.any(0).nonzero().flatten()
+        assert (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1) == (x1, y1, x2, y2)
+
+
+def test_shapes_multi_object_boxes_cover_and_touch_the_foreground() -> None:
+    x, t = shapes(60, size=64, max_objects=4, generator=torch.Generator().manual_seed(3))
+    checked = 0
+    for img, d in zip(x, t):
+        union = torch.zeros(64, 64, dtype=torch.bool)
+        for x1, y1, x2, y2 in d["boxes"].int().tolist():
+            union[y1:y2, x1:x2] = True
+        if (~union).sum() < 200:
+            continue
+        fg = _foreground(img, ~union)
+        assert not (fg & ~union).any()  # every object pixel lies in some box
+        for x1, y1, x2, y2 in d["boxes"].int().tolist():  # each box edge touches object pixels (tight)
+            assert fg[y1, x1:x2].any() and fg[y2 - 1, x1:x2].any()
+            assert fg[y1:y2, x1].any() and fg[y1:y2, x2 - 1].any()
+        checked += 1
+    assert checked > 40
+    # placements overlap little: IoU <= 0.1 between the boxes of one image
+    for d in t:
+        b = d["boxes"]
+        for i in range(len(b)):
+            for j in range(i):
+                lt, rb = torch.maximum(b[i, :2], b[j, :2]), torch.minimum(b[i, 2:], b[j, 2:])
+                inter = float((rb - lt).clamp(min=0).prod())
+                union_area = float((b[i, 2:] - b[i, :2]).prod() + (b[j, 2:] - b[j, :2]).prod()) - inter
+                assert inter / union_area <= 0.1 + 1e-6
+
+
+def test_shapes_class_balance_and_subset() -> None:
+    _, t = shapes(600, size=32, generator=torch.Generator().manual_seed(4))
+    labels = torch.cat([d["labels"] for d in t])
+    frac = torch.bincount(labels, minlength=3).float() / labels.numel()
+    assert labels.numel() > 1000 and ((frac > 0.28) & (frac < 0.39)).all(), frac
+    _, t = shapes(50, size=32, classes=("triangle",), generator=torch.Generator().manual_seed(5))
+    assert all((d["labels"] == 0).all() for d in t)
+
+
+def test_shapes_bad_input() -> None:
+    with pytest.raises(ValueError, match="size must be an int >= 16"):
+        shapes(2, size=8)
+    with pytest.raises(ValueError, match="max_objects"):
+        shapes(2, max_objects=0)
+    with pytest.raises(ValueError, match="classes"):
+        shapes(2, classes=("circle", "hexagon"))
+    with pytest.raises(ValueError, match="classes"):
+        shapes(2, classes=())
+    with pytest.raises(ValueError, match="n must be non-negative"):
+        shapes(-1)
+    with pytest.raises(TypeError, match="generator"):
+        shapes(2, generator=0)
