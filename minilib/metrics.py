@@ -2,15 +2,20 @@
 
 Both compare two sets of samples ``x`` (N, D) and ``y`` (M, D) and return a 0-dim tensor in
 the dtype of ``x``; call ``float(...)`` for a number. Neither needs a density.
+
+``mean_se`` and ``paired_difference`` summarise such a metric measured over independent
+repetitions: mean ± standard error, and paired differences in units of their standard error.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import torch
 
-__all__ = ["mmd", "sliced_wasserstein"]
+__all__ = ["PairedDifference", "mean_se", "mmd", "paired_difference", "sliced_wasserstein"]
 
 
 def _check_pair(x: torch.Tensor, y: torch.Tensor) -> None:
@@ -126,3 +131,90 @@ def mmd(
     term_xx = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
     term_yy = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
     return term_xx + term_yy - 2 * kxy.mean()
+
+
+def _repeats(values: Any, name: str) -> torch.Tensor:
+    """``values`` as a 1-D float64 CPU tensor of at least 2 finite numbers, or a clear error."""
+    if isinstance(values, torch.Tensor):
+        v = values.detach().to(device="cpu", dtype=torch.float64)
+    else:
+        try:
+            v = torch.as_tensor(values, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(f"{name} must be a 1-D sequence or tensor of numbers, got {type(values).__name__}") from err
+    if v.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (one value per repetition), got shape {tuple(v.shape)}")
+    if v.numel() < 2:
+        raise ValueError(f"{name} must hold at least 2 values to estimate a standard error, got {v.numel()}")
+    if not bool(torch.isfinite(v).all()):
+        raise ValueError(f"{name} must be finite, got NaN or infinite values")
+    return v
+
+
+def mean_se(values: Any) -> tuple[float, float]:
+    """Mean and standard error of the mean of repeated, independent measurements.
+
+    With ``n`` values :math:`v_r`, the mean is :math:`\\bar v = \\frac1n\\sum_r v_r` and the standard
+    error is :math:`s/\\sqrt n` with the sample standard deviation
+    :math:`s^2 = \\frac{1}{n-1}\\sum_r (v_r - \\bar v)^2`: the same quantity
+    :func:`minilib.check.within_se` uses. Use it to report a noisy metric (a sliced Wasserstein
+    distance, say) averaged over repetitions as mean ± SE.
+
+    Args:
+        values: a 1-D sequence, array or tensor of at least 2 finite numbers.
+
+    Returns:
+        ``(mean, se)`` as Python floats.
+
+    Raises:
+        TypeError: if ``values`` is not numeric.
+        ValueError: if it is not 1-D, has fewer than 2 values, or holds NaN or infinity.
+
+    >>> mean_se([1.0, 2.0, 3.0])  # s = 1, se = 1/sqrt(3)
+    (2.0, 0.5773502691896258)
+    """
+    v = _repeats(values, "values")
+    return float(v.mean()), float(v.std()) / math.sqrt(v.numel())
+
+
+class PairedDifference(NamedTuple):
+    """Mean of per-repetition differences, its standard error, and their ratio ``z``."""
+
+    mean: float
+    se: float
+    z: float
+
+
+def paired_difference(a: Any, b: Any) -> PairedDifference:
+    """Compare two metrics measured on the same repetitions through their differences.
+
+    When two quantities are measured on the same repetitions (same starting noise, same
+    reference sample), the noise they share cancels in the differences :math:`d_r = a_r - b_r`,
+    so comparing them this way is sharper than comparing the two means. Returns
+    ``mean_se(d)`` and :math:`z = \\bar d / \\mathrm{SE}(d)`, the difference in units of its own
+    standard error (``z = 0`` when all differences are 0; ``+-inf`` when they are all equal and
+    non-zero). A "> 4 SE" claim is ``check.greater(paired_difference(a, b).z, 4.0, ...)``.
+
+    Args:
+        a: per-repetition values, 1-D, at least 2 finite numbers.
+        b: the same number of per-repetition values, paired with ``a`` by position.
+
+    Returns:
+        ``PairedDifference(mean, se, z)``, Python floats.
+
+    Raises:
+        TypeError: if ``a`` or ``b`` is not numeric.
+        ValueError: on bad shapes, fewer than 2 values, a length mismatch, or NaN/infinity.
+
+    >>> paired_difference([3.0, 4.0, 5.0], [1.0, 1.0, 2.0])  # d = (2, 3, 3)
+    PairedDifference(mean=2.6666666666666665, se=0.33333333333333337, z=7.999999999999999)
+    """
+    va, vb = _repeats(a, "a"), _repeats(b, "b")
+    if va.numel() != vb.numel():
+        raise ValueError(f"a and b must hold the same number of repetitions, got {va.numel()} and {vb.numel()}")
+    mean, se = mean_se(va - vb)
+    if se > 0:
+        z = mean / se
+    else:
+        z = 0.0 if mean == 0 else math.copysign(math.inf, mean)
+    return PairedDifference(mean, se, z)

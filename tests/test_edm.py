@@ -194,3 +194,40 @@ def test_bad_inputs():
         heun_sampler(_gauss_denoiser, x, karras_sigmas(3), s_churn=-1.0)
     with pytest.raises(ValueError, match="need y, noise"):
         edm_loss(lambda a, b: a, x, torch.ones(3), x)
+
+
+def test_churn_raises_the_level_by_gamma_capped_at_sqrt2_minus_1():
+    # A denoiser that records the levels it is called at: with churn, step i starts at
+    # sigma_i (1 + gamma), gamma = min(S_churn / N, sqrt(2) - 1), and only for sigma_i in [s_tmin, s_tmax].
+    def first_level(**churn):
+        calls = []
+        def den(x, s):
+            calls.append(s)
+            return torch.zeros_like(x)
+        heun_sampler(den, torch.zeros(3, 2, dtype=D64), karras_sigmas(4), generator=torch.Generator().manual_seed(0), **churn)
+        return calls[0]
+    assert first_level(s_churn=1.0) == pytest.approx(80.0 * 1.25, rel=1e-12)  # gamma = 1/4
+    assert first_level(s_churn=40.0) == pytest.approx(80.0 * math.sqrt(2), rel=1e-12)  # capped
+    assert first_level(s_churn=40.0, s_tmax=50.0) == 80.0  # outside [s_tmin, s_tmax]: no churn
+
+
+def test_sample_sigmas_is_lognormal():
+    g = torch.Generator().manual_seed(5)
+    s = sample_sigmas(100_000, generator=g, dtype=D64)
+    assert s.shape == (100_000,) and s.dtype == D64 and bool((s > 0).all())
+    log_s = s.log()
+    # mean within 4 SE (SE = 1.2 / sqrt(1e5) = 3.8e-3); std within 1% (its SE is about 0.2%)
+    assert abs(float(log_s.mean()) + 1.2) < 4 * 1.2 / math.sqrt(100_000)
+    assert float(log_s.std()) == pytest.approx(1.2, rel=0.01)
+    with pytest.raises(ValueError, match="n must be a positive int"):
+        sample_sigmas(0)
+    with pytest.raises(ValueError, match="p_std"):
+        sample_sigmas(4, p_std=0.0)
+
+
+def test_precond_denoiser_bad_input():
+    net = lambda x_in, c_noise: x_in
+    with pytest.raises(TypeError, match=r"shape \(B, D\)"):
+        precond_denoiser(net, torch.zeros(4), 1.0)
+    with pytest.raises(TypeError, match=r"shape \(B, D\)"):
+        precond_denoiser(net, torch.zeros(4, 2, dtype=torch.long), 1.0)

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minilib.metrics import mmd, sliced_wasserstein
+from minilib.metrics import PairedDifference, mean_se, mmd, paired_difference, sliced_wasserstein
 
 torch.set_num_threads(1)  # tiny ops: on a shared CPU a second thread only adds overhead
 
@@ -119,3 +119,55 @@ def test_mmd_bad_input() -> None:
         mmd(torch.zeros(1, 2), x)
     with pytest.raises(ValueError, match="same dimension"):
         mmd(x, torch.zeros(5, 3))
+
+
+# --- mean_se and paired_difference: checked against hand computations ---------------------------
+
+
+def test_mean_se_by_hand() -> None:
+    # values 2, 4, 4, 4, 5, 5, 7, 9: mean 5, sum of squared deviations 32, s^2 = 32/7, se = s/sqrt(8)
+    values = [2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0]
+    mean, se = mean_se(values)
+    assert mean == pytest.approx(5.0, abs=1e-12)
+    assert se == pytest.approx(math.sqrt(32 / 7) / math.sqrt(8), abs=1e-12)
+    # any 1-D input form (list, tuple, tensor) gives the same numbers
+    assert mean_se(torch.tensor(values)) == pytest.approx((mean, se), abs=1e-6)
+    assert mean_se(tuple(values)) == (mean, se)
+    assert isinstance(mean_se(values)[0], float) and isinstance(mean_se(values)[1], float)
+
+
+def test_paired_difference_by_hand() -> None:
+    # differences 2, 3, 3: mean 8/3, s^2 = ((2/3)^2 + 2 (1/3)^2) / 2 = 1/3, se = sqrt(1/9) = 1/3, z = 8
+    got = paired_difference([3.0, 4.0, 5.0], [1.0, 1.0, 2.0])
+    assert isinstance(got, PairedDifference)
+    assert got.mean == pytest.approx(8 / 3, abs=1e-12)
+    assert got.se == pytest.approx(1 / 3, abs=1e-12)
+    assert got.z == pytest.approx(8.0, abs=1e-9)
+    # pairing matters: a shared offset per repetition cancels, so z is large although both spread widely
+    offsets = torch.tensor([0.0, 10.0, -7.0, 3.0])
+    assert paired_difference(offsets + 1.0 + torch.tensor([0.01, -0.01, 0.0, 0.0]), offsets).z > 50
+    # swapping the arguments flips the sign
+    assert paired_difference([1.0, 1.0, 2.0], [3.0, 4.0, 5.0]).z == pytest.approx(-8.0, abs=1e-9)
+
+
+def test_paired_difference_degenerate_spread() -> None:
+    assert paired_difference([1.0, 2.0], [1.0, 2.0]) == (0.0, 0.0, 0.0)
+    assert paired_difference([2.0, 3.0], [1.0, 2.0]).z == math.inf
+    assert paired_difference([1.0, 2.0], [2.0, 3.0]).z == -math.inf
+
+
+def test_mean_se_and_paired_difference_bad_input() -> None:
+    with pytest.raises(ValueError, match="at least 2 values"):
+        mean_se([1.0])
+    with pytest.raises(ValueError, match="1-D"):
+        mean_se(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="finite"):
+        mean_se([1.0, float("nan")])
+    with pytest.raises(TypeError, match="values must be"):
+        mean_se(["a", "b"])
+    with pytest.raises(ValueError, match="same number of repetitions"):
+        paired_difference([1.0, 2.0, 3.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="b must hold at least 2"):
+        paired_difference([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="a must be finite"):
+        paired_difference([1.0, float("inf")], [1.0, 2.0])

@@ -59,8 +59,8 @@ def test_vp_is_the_limit_of_the_discrete_chain():
 
 @pytest.mark.parametrize("sde", SDES, ids=["vp", "ve"])
 def test_diffusion_coefficient_matches_marginal_variance(sde):
-    # For f = -beta x / 2 (VP) or 0 (VE), d n(t)^2 / dt = -2 beta n^2 / 2 ... check numerically:
-    # Var(x_t | x0) = n(t)^2 solves dn^2/dt = 2 k(t) n^2 + g(t)^2 with k the linear drift factor.
+    # (sde-linear-moments) with the linear drift f = k(t) x, k = -beta/2 (VP) or 0 (VE): the kernel's
+    # a(t) solves da/dt = k a and n(t)^2 solves dn^2/dt = 2 k n^2 + g^2; checked by central differences.
     for t in (0.1, 0.5, 0.9):
         h = 1e-6
         dn2 = (sde.marginal(t + h)[1] ** 2 - sde.marginal(t - h)[1] ** 2) / (2 * h)
@@ -99,6 +99,9 @@ def test_reverse_sde_recovers_gaussian_marginal(sde):
     out = reverse_sde_sample(sde, _gauss_score(sde), x1, 200, t_end=t_end, generator=g)
     a0, _ = sde.marginal(t_end)
     mean_err = (out.mean(0) - a0 * MU).abs().max()
+    # v(t_end) is about C^2 = 0.25: the mean's SE is 0.5 / sqrt(5000) = 0.007 and the variance's about
+    # 0.25 sqrt(2 / 5000) = 0.005, so 0.03 is over 4 SE for either; dropping the factor g^2 on the score
+    # moves the variance by more than 1 (VP and VE), and a wrong drift sign moves the VP mean by about 0.5
     assert float(mean_err) < 0.03
     assert float(out.var(0).sub(_var(sde, t_end)).abs().max()) < 0.03
 
