@@ -8,6 +8,7 @@ latents, scaled to unit variance by :func:`latent_scale`.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -308,7 +309,8 @@ def _spectral_norm_upper(a: torch.Tensor, squarings: int = 8) -> float:
     return math.exp(log_norm / (2 * k)) * (1 + 1e-9)  # margin for float64 round-off
 
 
-_ACT_LIPSCHITZ = {nn.SiLU: 1.0998, nn.Tanh: 1.0, nn.ReLU: 1.0, nn.Identity: 1.0}  # max |f'|; SiLU's is 1.09984 (rounded up)
+# max |f'|, rounded up: SiLU's slope sigma(x)(1 + x(1 - sigma(x))) peaks at 1.099839... near x = 2.40
+_ACT_LIPSCHITZ = {nn.SiLU: 1.0999, nn.Tanh: 1.0, nn.ReLU: 1.0, nn.Identity: 1.0}
 
 
 def lipschitz_upper_bound(net: nn.Sequential, input_shape: tuple[int, ...]) -> float:
@@ -317,10 +319,10 @@ def lipschitz_upper_bound(net: nn.Sequential, input_shape: tuple[int, ...]) -> f
     The Lipschitz constant of a composition is at most the product of the constants of its
     layers. A convolution (or transposed convolution) acting on inputs of a fixed shape is a
     linear map plus a bias, so its constant is the largest singular value of that linear map,
-    bounded here from above (within 1%) from its full matrix (the layer applied to every basis vector; fine
-    for small maps).
-    An activation contributes its largest slope (1.0998 for SiLU, 1 for tanh and ReLU). This
-    is the :math:`L` of (latent-error-split).
+    bounded here from above (within 1%) from its full matrix (a float64 copy of the layer applied
+    to every basis vector; fine for small maps).
+    An activation contributes its largest slope, rounded up (1.0999 for SiLU, whose slope peaks at
+    1.09984; 1 for tanh and ReLU). This is the :math:`L` of (latent-error-split).
 
     Args:
         net: an ``nn.Sequential`` of ``Conv2d``, ``ConvTranspose2d``, ``Linear``, ``SiLU``,
@@ -348,10 +350,11 @@ def lipschitz_upper_bound(net: nn.Sequential, input_shape: tuple[int, ...]) -> f
         elif isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             shape = tuple(x.shape[1:])
             n_in = x[0].numel()
+            lin = copy.deepcopy(layer).to(torch.float64)  # float64, so the matrix carries no float32 round-off
             with torch.no_grad():
-                basis = torch.eye(n_in, dtype=dtype, device=device).view(n_in, *shape)
+                basis = torch.eye(n_in, dtype=torch.float64, device=device).view(n_in, *shape)
                 # the matrix of the linear part: f(e_i) - f(0) for every basis vector, one row each
-                jac = (layer(basis) - layer(torch.zeros(1, *shape, dtype=dtype, device=device))).flatten(1)  # (n_in, n_out)
+                jac = (lin(basis) - lin(torch.zeros(1, *shape, dtype=torch.float64, device=device))).flatten(1)  # (n_in, n_out)
             bound *= _spectral_norm_upper(jac)
         else:
             raise TypeError(f"unsupported layer {type(layer).__name__}: only convolutions, linear layers and 1-Lipschitz-bounded activations")
