@@ -684,7 +684,7 @@ def linear_attention(
     or, with ``causal=True``, over keys ``j <= i`` (queries and keys aligned top-left, which
     needs ``N_q == N_k``). The causal form is computed chunk by chunk: a masked quadratic
     product inside each chunk of ``chunk_size`` positions plus the running state of all earlier
-    chunks, so its cost is ``O(N (chunk_size + d) d_v)``.
+    chunks, so its cost is ``O(N (chunk_size + r) d_v)`` for ``r`` features per position.
 
     Args:
         q: queries, shape ``(..., N_q, d)``.
@@ -692,8 +692,8 @@ def linear_attention(
         v: values, shape ``(..., N_k, d_v)``.
         causal: prefix sums instead of full sums (requires ``N_q == N_k``).
         feature_map: ``"elu"`` for ``elu(x) + 1`` (default), ``"relu"``, or a callable
-            applied elementwise-style to ``(..., N, d)`` tensors; it must return non-negative
-            features.
+            mapping ``(..., N, d)`` to non-negative features ``(..., N, r)``; ``r`` may differ
+            from ``d`` (the state ``S`` is ``r x d_v``).
         chunk_size: positions per chunk in the causal form.
         eps: added to the normaliser, guarding against all-zero features (e.g. with relu).
 
@@ -725,10 +725,10 @@ def linear_attention(
     n = q.shape[-2]
     if k.shape[-2] != n:
         raise ValueError(f"causal linear attention needs N_q == N_k, got {n} and {k.shape[-2]}")
-    fq, fk = phi(q), phi(k)
-    d, d_v = q.shape[-1], v.shape[-1]
-    s = torch.zeros((*q.shape[:-2], d, d_v), dtype=q.dtype, device=q.device)  # state S
-    z = torch.zeros((*q.shape[:-2], 1, d), dtype=q.dtype, device=q.device)  # state z
+    fq, fk = phi(q), phi(k)  # (..., N, r)
+    r, d_v = fq.shape[-1], v.shape[-1]
+    s = torch.zeros((*q.shape[:-2], r, d_v), dtype=q.dtype, device=q.device)  # state S: (..., r, d_v)
+    z = torch.zeros((*q.shape[:-2], 1, r), dtype=q.dtype, device=q.device)  # state z: (..., 1, r)
     outs = []
     for c0 in range(0, n, chunk_size):
         c1 = min(c0 + chunk_size, n)
@@ -777,9 +777,9 @@ def linear_attention_recurrent(
     if q.shape[-2] != k.shape[-2]:
         raise ValueError(f"the recurrent form needs N_q == N_k, got {q.shape[-2]} and {k.shape[-2]}")
     phi = _feature_map(feature_map)
-    fq, fk = phi(q), phi(k)
-    s = torch.zeros((*q.shape[:-2], q.shape[-1], v.shape[-1]), dtype=q.dtype, device=q.device)
-    z = torch.zeros((*q.shape[:-2], q.shape[-1]), dtype=q.dtype, device=q.device)
+    fq, fk = phi(q), phi(k)  # (..., N, r)
+    s = torch.zeros((*q.shape[:-2], fq.shape[-1], v.shape[-1]), dtype=q.dtype, device=q.device)  # (..., r, d_v)
+    z = torch.zeros((*q.shape[:-2], fq.shape[-1]), dtype=q.dtype, device=q.device)  # (..., r)
     outs = []
     for t in range(q.shape[-2]):
         s = s + fk[..., t, :, None] * v[..., t, None, :]  # S_t = S_{t-1} + phi(k_t) v_t^T

@@ -381,25 +381,29 @@ def _phi(x):
 U32 = torch.finfo(torch.float32).eps / 2  # float32 unit roundoff, 2**-24
 
 
-def _brute_linear(q, k, v, causal, eps=1e-6):
+def _brute_linear(q, k, v, causal, eps=1e-6, phi=_phi):
     """Quadratic form in float64: weights phi(q_i).phi(k_j), masked to j <= i, over row sum + eps.
 
     Also returns, per output entry, a bound on the forward error of any float32 evaluation of
     linear attention on these inputs. Every weight a_ij = phi(q_i).phi(k_j) is a sum of d
     non-negative products, and every form (quadratic, chunked, recurrent) adds the terms
-    phi(q_i)_r phi(k_j)_r v_j in some order with at most n + d + 2 roundings each, so the
-    numerator is off by at most gamma * sum_j a_ij |v_j| and the denominator by gamma * den,
-    gamma = (n + d + 4) u (two more for the feature map); the quotient by at most 2 gamma.
-    We allow 4 gamma (about 1e-5 |v|): a wrong mask, chunk boundary or state update moves
-    outputs by O(0.1), and dropping the eps guard by 5e-5 in the @example below.
+    phi(q_i)_r phi(k_j)_r v_j in some order with at most n + d + 2 roundings each. The feature
+    map adds more: for x < 0, float32 computes phi(x) = (e^x - 1) + 1, and the final addition
+    cancels, so phi(x) carries a relative error up to about c u with c = e^(-x) (150 u at
+    x = -5). So the numerator is off by at most gamma * sum_j a_ij |v_j| and the denominator
+    by gamma * den, gamma = (n + d + 2 + 2c) u, c = max(1, e^(-min x)); the quotient by at
+    most 2 gamma. We allow 4 gamma (about 1e-5 |v| for these randn inputs): a wrong mask,
+    chunk boundary or state update moves outputs by O(0.1), and dropping the eps guard by 5e-5
+    in the @example below.
     """
     q, k, v = (t.double() for t in (q, k, v))
-    a = _phi(q) @ _phi(k).transpose(-2, -1)  # (..., N_q, N_k)
+    a = phi(q) @ phi(k).transpose(-2, -1)  # (..., N_q, N_k)
     if causal:
         a = a * torch.ones(q.shape[-2], k.shape[-2], dtype=a.dtype).tril()
     den = a.sum(-1, keepdim=True) + eps  # minilib guards the denominator with the same eps
     ref = (a @ v) / den
-    gamma = (k.shape[-2] + q.shape[-1] + 4) * U32
+    c = math.exp(max(0.0, -min(q.min().item(), k.min().item())))  # conditioning of elu + 1
+    gamma = (k.shape[-2] + q.shape[-1] + 2 + 2 * c) * U32
     bound = 4 * gamma * (a @ v.abs()) / den + U32 * ref.abs()
     return ref, bound
 
@@ -431,6 +435,20 @@ def test_noncausal_linear_equals_brute_force():
     _assert_within(linear_attention(q, k, v), *_brute_linear(q, k, v, False))
     q64, k64, v64 = (t.double() for t in (q, k, v))
     torch.testing.assert_close(linear_attention(q64, k64, v64), _brute_linear(q, k, v, False)[0], atol=1e-12, rtol=1e-12)
+
+
+def _phi_two_sided(x):
+    """r = 2d non-negative features, so the state is 2d x d_v, not d x d_v."""
+    return torch.cat([F.elu(x) + 1, F.elu(-x) + 1], -1)
+
+
+def test_linear_attention_feature_map_with_more_features_than_d():
+    q, k, v = _qkv(n_q=10, n_k=10, d=3, d_v=4, seed=5)
+    for causal, out in [(False, linear_attention(q, k, v, feature_map=_phi_two_sided)),
+                        (True, linear_attention(q, k, v, causal=True, chunk_size=3, feature_map=_phi_two_sided)),
+                        (True, linear_attention_recurrent(q, k, v, feature_map=_phi_two_sided))]:
+        ref, _ = _brute_linear(q, k, v, causal, phi=_phi_two_sided)
+        torch.testing.assert_close(out.double(), ref, **TOL)
 
 
 def test_linear_attention_custom_map_and_errors():
