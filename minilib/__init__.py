@@ -11,7 +11,7 @@ modules explicitly, e.g. ``from minilib import attention``.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 #: Where the book lives. Must agree with ``repository.url`` in ``_config.yml`` (a test checks).
 REPOSITORY = "https://github.com/derive-and-run/derive-and-run"

@@ -47,12 +47,18 @@ class Config:
 def install_command(version: str) -> str:
     """The pip command that installs the minilib matching a given book version.
 
+    A release ``x.y.z`` installs from the tag ``vx.y.z``; a development version (``x.y.z.devN``)
+    from the branch ``main``, which is where the labs of a development version live.
+
     >>> install_command("0.1.0").endswith('@v0.1.0"')
+    True
+    >>> install_command("0.2.0.dev0").endswith('@main"')
     True
     """
     from minilib import REPOSITORY
 
-    return f'pip install -U "derive-and-run-minilib @ git+{REPOSITORY}@v{version}"'
+    ref = "main" if ".dev" in version else f"v{version}"
+    return f'pip install -U "derive-and-run-minilib @ git+{REPOSITORY}@{ref}"'
 
 
 def _pick_device(device: str | torch.device | None) -> torch.device:

@@ -19,6 +19,7 @@ import yaml
 
 import minilib
 from tools.labs import ROOT, lab_paths, stale_reasons
+from tools.release import ref_for
 
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
 TOC = yaml.safe_load((ROOT / "_toc.yml").read_text())
@@ -108,7 +109,7 @@ def test_lab_structure(part, page, lab):
     boot = _cell_text(second)
     assert second["cell_type"] == "code", "the second cell is the bootstrap"
     assert "import minilib" in boot and "%pip install" in boot, "bootstrap installs minilib when missing"
-    assert f'"git+{REPO_URL}@v{minilib.__version__}"' in boot, "bootstrap installs from the repository at the book's version"
+    assert f'"git+{REPO_URL}@{ref_for(minilib.__version__)}"' in boot, "bootstrap installs from the repository at the book's ref"
     assert 'minilib.setup(seed=' in boot and f'expects="{minilib.__version__}"' in boot, "bootstrap calls setup()"
     assert len(boot.splitlines()) <= 12, "the bootstrap reads at a glance"
     tagged = [c for c in cells if c["cell_type"] == "code" and "nbval-check-output" in c.get("metadata", {}).get("tags", [])]

@@ -26,11 +26,19 @@ def lab_paths() -> list[Path]:
 
 
 def code_sha256(nb: dict) -> str:
+    """Hash of the code cells, in order. The bootstrap's pins (the git ref it installs minilib
+    from and the version it expects) are masked: they change at a release (tools/release.py)
+    and do not change what the lab computes."""
+    from tools.release import BOOT_EXPECTS, BOOT_REF
+
     sources = []
     for cell in nb["cells"]:
         if cell["cell_type"] == "code":
             src = cell["source"]
-            sources.append(("".join(src) if isinstance(src, list) else src).rstrip())
+            src = ("".join(src) if isinstance(src, list) else src).rstrip()
+            if not sources:  # the bootstrap
+                src = BOOT_EXPECTS.sub(r"\g<1>*\g<3>", BOOT_REF.sub(r"\g<1>*\g<3>", src))
+            sources.append(src)
     return hashlib.sha256(json.dumps(sources).encode()).hexdigest()
 
 
