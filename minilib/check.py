@@ -171,7 +171,10 @@ def within_se(samples: Any, expected: float, what: str, *, z: float = 4.0) -> No
 
     The tolerance is the Monte Carlo error itself, ``z * std(samples) / sqrt(n)``, so the check
     is as tight as the sample allows: a biased estimator fails once its bias exceeds a few
-    standard errors. With ``z = 4`` an unbiased estimator fails about once in 16,000 runs.
+    standard errors. With ``z = 4`` an unbiased estimator fails about once in 16,000 runs when
+    ``n`` is large (the normal approximation); with few samples the estimated standard error
+    is itself noisy and the ratio follows Student's t with ``n - 1`` degrees of freedom, so the
+    rate is higher (about 1% for ``n = 6``): use tens of samples, or a larger ``z``.
 
     >>> within_se([0.9, 1.1, 1.0, 0.95, 1.05], 1.0, "unbiased mean")
     ✓ unbiased mean (|mean - reference| = 0.0e+00 <= 4.0 SE = 1.4e-01, n = 5)
