@@ -5,8 +5,9 @@ helpers (``check``, ``widgets``, ``viz``, ``data``, ``metrics``, ``nn``). Import
 modules explicitly, e.g. ``from minilib import attention``.
 
 >>> import minilib
->>> minilib.__version__.count(".")
-2
+>>> import re
+>>> bool(re.fullmatch(r"\d+\.\d+\.\d+(\.dev\d+)?", minilib.__version__))  # a release or a development version
+True
 """
 
 from __future__ import annotations
