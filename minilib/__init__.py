@@ -5,8 +5,7 @@ helpers (``check``, ``widgets``, ``viz``, ``data``, ``metrics``, ``nn``). Import
 modules explicitly, e.g. ``from minilib import attention``.
 
 >>> import minilib
->>> import re
->>> bool(re.fullmatch(r"\d+\.\d+\.\d+(\.dev\d+)?", minilib.__version__))  # a release or a development version
+>>> all(part.isdigit() for part in minilib.__version__.split(".")[:3])  # x.y.z or x.y.z.devN
 True
 """
 
