@@ -223,8 +223,8 @@ def _move_control(page, control) -> None:
     control.scroll_into_view_if_needed()
     if control.evaluate("el => el.tagName") == "SELECT":
         n = control.locator("option").count()
-        current = int(control.input_value())
-        control.select_option(str((current + 1) % n))
+        current = control.evaluate("el => el.selectedIndex")
+        control.select_option(index=(current + 1) % n)  # by index: a value string could match a label
     else:
         at_start = control.input_value() == control.get_attribute("min")
         control.focus()
