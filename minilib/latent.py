@@ -226,7 +226,8 @@ def empirical_w1(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.
 
     With equal weights :math:`1/n`, an optimal coupling can be taken to be a permutation
     (Birkhoff's theorem), so :math:`W_1 = \\min_\\sigma \\frac1n \\sum_i \\lVert a_i - b_{\\sigma(i)} \\rVert`,
-    solved exactly by the Hungarian algorithm (:math:`O(n^3)`) on the Euclidean cost matrix.
+    solved exactly by the Hungarian algorithm (:func:`minilib.detection.hungarian_match`,
+    :math:`O(n^3)`) on the Euclidean cost matrix.
     Used to test (latent-error-split) on samples.
 
     Args:
@@ -247,43 +248,12 @@ def empirical_w1(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.
     _check_float(b, "b", 2)
     if a.shape != b.shape or a.shape[0] < 1:
         raise ValueError(f"a and b must both have shape (n, D) with n >= 1, got {tuple(a.shape)} and {tuple(b.shape)}")
-    import numpy as np
+    from minilib.detection import hungarian_match
 
-    cost = torch.cdist(a.detach().double(), b.detach().double().to(a.device)).cpu().numpy()  # (n, n)
-    n = cost.shape[0]
-    # Hungarian algorithm with potentials u (rows), v (columns), 1-indexed, column 0 a sentinel
-    u, v = np.zeros(n + 1), np.zeros(n + 1)
-    p = np.zeros(n + 1, dtype=np.int64)  # p[j]: row matched to column j (0 = none)
-    way = np.zeros(n + 1, dtype=np.int64)
-    for i in range(1, n + 1):
-        p[0], j0 = i, 0
-        minv = np.full(n + 1, np.inf)
-        used = np.zeros(n + 1, dtype=bool)
-        while True:
-            used[j0] = True
-            i0 = p[j0]
-            free = ~used[1:]
-            cur = cost[i0 - 1] - u[i0] - v[1:]  # reduced costs of row i0
-            better = free & (cur < minv[1:])
-            minv[1:][better] = cur[better]
-            way[1:][better] = j0
-            masked = np.where(free, minv[1:], np.inf)
-            j1 = int(masked.argmin()) + 1
-            delta = masked[j1 - 1]
-            u[p[used]] += delta  # the rows on the alternating tree
-            v[used] -= delta
-            minv[1:][free] -= delta
-            j0 = j1
-            if p[j0] == 0:
-                break
-        while j0:  # augment along the path
-            j1 = way[j0]
-            p[j0] = p[j1]
-            j0 = j1
-    perm = np.empty(n, dtype=np.int64)
-    perm[p[1:] - 1] = np.arange(n)
-    w1 = float(cost[np.arange(n), perm].mean())
-    return torch.tensor(w1, dtype=a.dtype, device=a.device), torch.from_numpy(perm).to(a.device)
+    cost = torch.cdist(a.detach().double(), b.detach().double().to(a.device))  # (n, n)
+    rows, perm = hungarian_match(cost)  # rows = 0..n-1: a square cost matches every row
+    w1 = float(cost[rows, perm].mean())
+    return torch.tensor(w1, dtype=a.dtype, device=a.device), perm.to(a.device)
 
 
 def _spectral_norm_upper(a: torch.Tensor, squarings: int = 8) -> float:
