@@ -414,6 +414,16 @@ def _round_half_away(x: torch.Tensor) -> torch.Tensor:
     return torch.sign(x) * torch.floor(x.abs() + 0.5)
 
 
+def _check_roi_args(features: Any, rois: Any, output_size: Any, spatial_scale: Any) -> tuple[torch.Tensor, int, int, float]:
+    """Shared validation of roi_pool and roi_align: (batch indices, out height, out width, scale)."""
+    bidx = _check_features_rois(features, rois)
+    PH, PW = _pair("output_size", output_size)
+    scale = _check_threshold("spatial_scale", spatial_scale)
+    if scale <= 0:
+        raise ValueError(f"spatial_scale must be positive, got {spatial_scale}")
+    return bidx, PH, PW, scale
+
+
 def roi_pool(
     features: torch.Tensor,
     rois: torch.Tensor,
@@ -434,11 +444,7 @@ def roi_pool(
     tensor([[[[ 5.,  7.],
               [13., 15.]]]])
     """
-    bidx = _check_features_rois(features, rois)
-    PH, PW = _pair("output_size", output_size)
-    scale = _check_threshold("spatial_scale", spatial_scale)
-    if scale <= 0:
-        raise ValueError(f"spatial_scale must be positive, got {spatial_scale}")
+    bidx, PH, PW, scale = _check_roi_args(features, rois, output_size, spatial_scale)
     _, C, H, W = features.shape
     K = rois.shape[0]
     if K == 0:
@@ -507,11 +513,7 @@ def roi_align(
     tensor([[[[2.5000, 3.5000],
               [6.5000, 7.5000]]]])
     """
-    bidx = _check_features_rois(features, rois)
-    PH, PW = _pair("output_size", output_size)
-    scale = _check_threshold("spatial_scale", spatial_scale)
-    if scale <= 0:
-        raise ValueError(f"spatial_scale must be positive, got {spatial_scale}")
+    bidx, PH, PW, scale = _check_roi_args(features, rois, output_size, spatial_scale)
     if isinstance(sampling_ratio, bool) or not isinstance(sampling_ratio, int):
         raise ValueError(f"sampling_ratio must be an int, got {sampling_ratio!r}")
     _, C, H, W = features.shape
