@@ -16,3 +16,19 @@ def test_ruff_is_clean():
         cwd=ROOT, capture_output=True, text=True,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+
+
+def test_no_control_characters_in_book_text():
+    """A `\\t` or `\\r` typed into a Python string that wrote a page becomes a tab or carriage
+    return, which silently breaks LaTeX such as `\\times` or `\\rvert` (it happened on the
+    notation page). Pages, notebooks and the bibliography hold no control character but newline."""
+    bad = []
+    files = [*ROOT.glob("book/**/*.md"), *ROOT.glob("notebooks/**/*.ipynb"), ROOT / "book/references.bib"]
+    for path in files:
+        data = path.read_bytes()
+        for i, byte in enumerate(data):
+            if byte < 0x20 and byte != 0x0A:
+                line = data[:i].count(b"\n") + 1
+                bad.append(f"{path.relative_to(ROOT)}:{line}: control byte 0x{byte:02x}")
+                break
+    assert not bad, "\n".join(bad)
