@@ -592,3 +592,114 @@ def shapes(
         images[b] = img.clamp_(0.0, 1.0)
         targets.append({"boxes": torch.stack(boxes), "labels": torch.tensor(labels, dtype=torch.int64)})
     return images, targets
+
+
+# ---------------------------------------------------------------------------------------------
+# event streams (the online-action-detection chapter)
+__all__ += ["event_streams"]
+
+
+def _check_range(value: object, name: str) -> tuple[int, int]:
+    ok = (isinstance(value, tuple) and len(value) == 2
+          and all(isinstance(v, int) and not isinstance(v, bool) for v in value))
+    if not ok or not 1 <= value[0] <= value[1]:
+        raise ValueError(f"{name} must be a pair of ints (low, high) with 1 <= low <= high, got {value!r}")
+    return value
+
+
+def event_streams(
+    n: int,
+    length: int = 128,
+    *,
+    n_classes: int = 3,
+    dim: int = 8,
+    segment: tuple[int, int] = (2, 4),
+    segments: tuple[int, int] = (2, 5),
+    gap: tuple[int, int] = (4, 16),
+    noise: float = 0.6,
+    distractor: float = 0.5,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Streams of feature vectors in which actions start and stop, for online action detection.
+
+    The world has ``n_classes`` *motifs*, fixed unit-norm-times-two vectors in ``R^dim`` (the
+    same for every call, so train and test streams share them). Action ``c`` (labels
+    ``1..n_classes``; ``0`` is background) alternates between motif ``c - 1`` and motif
+    ``c mod n_classes``, starting with either, each held for a *segment* of
+    ``segment = (low, high)`` frames; an action lasts ``segments`` such segments. So every motif
+    belongs to two actions, and one frame (or one segment) cannot tell which action is on: that
+    takes the last change of motif, which lies at most ``segment[1]`` frames back. Between
+    actions, background gaps of ``gap`` frames are pure noise, except that with probability
+    ``distractor`` a gap holds one lone segment of a random motif, labelled background; it starts
+    at least one frame after the previous action and may end exactly where the next action
+    begins (cut short if the gap is too short for it). A stream opens a few frames into its first
+    gap's timeline, possibly already inside the first action (the part before frame 0 is cut
+    off). Every frame gets Gaussian noise of standard deviation ``noise`` per coordinate. With
+    ``n_classes=2`` the two actions use the same two motifs and have the same distribution.
+
+    Args:
+        n: number of streams.
+        length: frames per stream.
+        n_classes: number of action classes (2 to ``dim``).
+        dim: feature dimension.
+        segment, segments, gap: ``(low, high)`` inclusive ranges of a segment's length in
+            frames, of the number of segments in an action, and of a gap's length.
+        noise: per-coordinate noise standard deviation (>= 0).
+        distractor: probability that a gap holds a lone motif segment.
+        generator: CPU generator for reproducibility.
+        device, dtype: of the features (labels are int64 on ``device``).
+
+    Returns:
+        ``features (n, length, dim)`` and ``labels (n, length)`` with values in ``0..n_classes``.
+
+    >>> x, y = event_streams(2, 64, generator=torch.Generator().manual_seed(0))
+    >>> tuple(x.shape), tuple(y.shape), int(y.max()) <= 3
+    ((2, 64, 8), (2, 64), True)
+    """
+    _prologue(n, generator, dtype)
+    for name, v in (("length", length), ("n_classes", n_classes), ("dim", dim)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    if not 2 <= n_classes <= dim:
+        raise ValueError(f"n_classes must be between 2 and dim={dim}, got {n_classes}")
+    seg, nseg, gp = _check_range(segment, "segment"), _check_range(segments, "segments"), _check_range(gap, "gap")
+    if not isinstance(noise, (int, float)) or isinstance(noise, bool) or noise < 0:
+        raise ValueError(f"noise must be a non-negative number, got {noise!r}")
+    if not isinstance(distractor, (int, float)) or not 0 <= distractor <= 1:
+        raise ValueError(f"distractor must be a probability in [0, 1], got {distractor!r}")
+    # fixed motifs: orthonormal directions (from a fixed seed) scaled to norm 2
+    q, _ = torch.linalg.qr(torch.randn(dim, dim, generator=torch.Generator().manual_seed(20210817)))
+    motifs = 2.0 * q[:, :n_classes].T  # (n_classes, dim)
+
+    def draw(r: tuple[int, int]) -> int:
+        return int(torch.randint(r[0], r[1] + 1, (1,), generator=generator))
+
+    motif_id = torch.full((n, length), -1, dtype=torch.int64)  # -1: no motif (pure noise)
+    labels = torch.zeros(n, length, dtype=torch.int64)
+    for i in range(n):
+        t = -draw(gp) // 2  # streams may open mid-gap
+        while t < length:
+            g = draw(gp)
+            if float(torch.rand(1, generator=generator)) < distractor:
+                s = draw(seg)
+                start = t + draw((1, max(1, g - s)))
+                lo, hi = max(start, 0), min(start + s, length, t + g)
+                if lo < hi:
+                    motif_id[i, lo:hi] = int(torch.randint(n_classes, (1,), generator=generator))
+            t += g
+            c = int(torch.randint(n_classes, (1,), generator=generator))  # action c + 1
+            pair = (c, (c + 1) % n_classes)
+            which = int(torch.randint(2, (1,), generator=generator))
+            for _ in range(draw(nseg)):
+                s = draw(seg)
+                lo, hi = max(t, 0), min(t + s, length)
+                if lo < hi:
+                    motif_id[i, lo:hi] = pair[which]
+                    labels[i, lo:hi] = c + 1
+                which, t = 1 - which, t + s
+    feats = torch.randn(n, length, dim, generator=generator) * noise
+    on = motif_id >= 0
+    feats[on] += motifs[motif_id[on]]
+    return _finish(feats, device, dtype), labels.to(feats.device if device is None else device)
