@@ -33,8 +33,11 @@ __all__ = [
     "box_iou",
     "box_xyxy_to_cxcywh",
     "decode_boxes",
+    "detr_loss",
     "detr_matching_cost",
     "encode_boxes",
+    "faster_rcnn_loss",
+    "fpn_level",
     "generalized_box_iou",
     "hungarian_match",
     "make_anchors",
@@ -42,8 +45,13 @@ __all__ = [
     "nms",
     "roi_align",
     "roi_pool",
+    "rpn_proposals",
+    "sample_labels",
     "smooth_l1",
     "spatial_pyramid_pool",
+    "yolo_decode",
+    "yolo_loss",
+    "yolo_targets",
 ]
 
 #: Largest ``dw``/``dh`` that :func:`decode_boxes` exponentiates, ``log(1000 / 16)``, as in
@@ -115,6 +123,8 @@ def _pair(name: str, v: Any) -> tuple[int, int]:
 def box_area(boxes: torch.Tensor) -> torch.Tensor:
     """Areas ``(x2 - x1) * (y2 - y1)`` of ``(N, 4)`` xyxy boxes, shape ``(N,)``.
 
+    Implements (det-area).
+
     >>> box_area(torch.tensor([[0.0, 0.0, 2.0, 3.0], [1.0, 1.0, 1.0, 5.0]]))
     tensor([6., 0.])
     """
@@ -137,6 +147,7 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
     ``IoU(A, B) = |A ∩ B| / |A ∪ B|``, with ``|A ∪ B| = |A| + |B| - |A ∩ B|``. When the union
     is empty (two zero-area boxes) the IoU is defined as 0 rather than ``0 / 0``.
+    Implements (det-inter) and (det-iou).
 
     >>> box_iou(torch.tensor([[0.0, 0.0, 2.0, 2.0]]), torch.tensor([[1.0, 0.0, 3.0, 2.0]]))
     tensor([[0.3333]])
@@ -153,7 +164,7 @@ def generalized_box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
     ``GIoU(A, B) = IoU(A, B) - |C \\ (A ∪ B)| / |C|`` where ``C`` is the smallest box that
     encloses both (Rezatofighi et al., 2019). If ``|C| = 0`` (both boxes the same point) the
-    penalty is taken as 0.
+    penalty is taken as 0. Implements (det-giou).
 
     >>> generalized_box_iou(torch.tensor([[0.0, 0.0, 1.0, 1.0]]), torch.tensor([[2.0, 0.0, 3.0, 1.0]]))
     tensor([[-0.3333]])
@@ -171,6 +182,8 @@ def generalized_box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def box_cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
     """``(cx, cy, w, h)`` to ``(cx - w/2, cy - h/2, cx + w/2, cy + h/2)``, shape ``(N, 4)``.
 
+    Implements (det-cxcywh), right to left.
+
     >>> box_cxcywh_to_xyxy(torch.tensor([[1.0, 2.0, 2.0, 4.0]]))
     tensor([[0., 0., 2., 4.]])
     """
@@ -187,6 +200,8 @@ def box_cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
 
 def box_xyxy_to_cxcywh(boxes: torch.Tensor) -> torch.Tensor:
     """``(x1, y1, x2, y2)`` to ``((x1 + x2)/2, (y1 + y2)/2, x2 - x1, y2 - y1)``, shape ``(N, 4)``.
+
+    Implements (det-cxcywh), left to right.
 
     >>> box_xyxy_to_cxcywh(torch.tensor([[0.0, 0.0, 2.0, 4.0]]))
     tensor([[1., 2., 2., 4.]])
@@ -220,7 +235,8 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
 
     Visit boxes by decreasing score (equal scores: lower index first); keep a box unless its
     IoU with an already kept box is *strictly greater* than ``iou_threshold``. Boxes ``(N, 4)``
-    xyxy, scores ``(N,)``; ``N = 0`` gives an empty result.
+    xyxy, scores ``(N,)``; ``N = 0`` gives an empty result. Implements (det-nms-keep): the
+    full ``(N, N)`` IoU matrix is computed at once, then one greedy pass over the sorted rows.
 
     >>> b = torch.tensor([[0.0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30]])
     >>> nms(b, torch.tensor([0.9, 0.8, 0.7]), 0.5)
@@ -240,6 +256,7 @@ def batched_nms(
 
     A box is suppressed only by a kept box with the same label. ``labels`` is an ``(N,)``
     integer tensor. Equivalent to running :func:`nms` per label and merging by score.
+    Implements (det-nms-keep) with the IoU of (det-batched-iou), zero across labels.
 
     >>> b = torch.tensor([[0.0, 0, 10, 10], [1, 1, 10, 10], [1, 1, 10, 10]])
     >>> batched_nms(b, torch.tensor([0.9, 0.8, 0.7]), torch.tensor([0, 1, 0]), 0.5)
@@ -282,6 +299,7 @@ def encode_boxes(
     ``(x, y, w, h)``: ``t_x = w_x (x - x_a) / w_a``, ``t_y = w_y (y - y_a) / h_a``,
     ``t_w = w_w log(w / w_a)``, ``t_h = w_h log(h / h_a)``, as torchvision's ``BoxCoder.encode``
     with ``weights = (w_x, w_y, w_w, w_h)``. Both sets must have positive widths and heights.
+    Implements (det-encode).
 
     >>> encode_boxes(torch.tensor([[1.0, 0.0, 3.0, 4.0]]), torch.tensor([[0.0, 0.0, 2.0, 2.0]]))
     tensor([[0.5000, 0.5000, 0.0000, 0.6931]])
@@ -310,7 +328,8 @@ def decode_boxes(
 
     ``x = x_a + (t_x / w_x) w_a``, ``w = w_a exp(min(t_w / w_w, log(1000/16)))`` (and the same
     for ``y``, ``h``), then ``(x - w/2, y - h/2, x + w/2, y + h/2)``; the clamp keeps ``exp``
-    from overflowing, as torchvision's ``BoxCoder.decode``.
+    from overflowing, as torchvision's ``BoxCoder.decode``. Implements (det-decode), then
+    (det-cxcywh).
 
     >>> decode_boxes(torch.tensor([[0.5, 0.5, 0.0, math.log(2)]]), torch.tensor([[0.0, 0.0, 2.0, 2.0]]))
     tensor([[1., 0., 3., 4.]])
@@ -351,6 +370,7 @@ def make_anchors(
     (i + 0.5) stride_y)``. Rows are ordered by cell (row-major), then size, then ratio. Unlike
     torchvision's ``AnchorGenerator`` the corners are not rounded to integers and the centre is
     the cell's centre, not its corner. ``stride`` is a number or ``(stride_y, stride_x)``.
+    Implements (det-anchor).
 
     >>> make_anchors((1, 2), 16, sizes=[8], ratios=[1.0, 4.0])
     tensor([[ 4.,  4., 12., 12.],
@@ -437,7 +457,7 @@ def roi_pool(
     integer cells ``x1', y1', x2', y2'``; the roi spans ``h = max(y2' - y1' + 1, 1)`` cells
     (inclusive ends). Bin ``ph`` covers rows ``[y1' + floor(ph h / PH), y1' + ceil((ph + 1) h / PH))``
     clipped to ``[0, H]`` (likewise columns); the output is the max over the bin, or 0 if the
-    clipped bin is empty.
+    clipped bin is empty. Implements (det-roipool-round) and (det-roipool-bins).
 
     >>> f = torch.arange(16.0).reshape(1, 1, 4, 4)
     >>> roi_pool(f, torch.tensor([[0.0, 0, 0, 3, 3]]), 2)
@@ -507,6 +527,7 @@ def roi_align(
     snapped to it, as torchvision's ``bilinear_interpolate``. Vectorized: bilinear weights are
     separable, so each roi is ``A_y F_b A_xᵀ / (g_h g_w)`` with ``(PH, H)`` and ``(PW, W)``
     weight matrices (the only Python loop is over the images that the rois refer to).
+    Implements (det-roialign) and (det-bilinear).
 
     >>> f = torch.arange(16.0).reshape(1, 1, 4, 4)
     >>> roi_align(f, torch.tensor([[0.0, 0.5, 0.5, 2.5, 2.5]]), 2)
@@ -562,7 +583,7 @@ def spatial_pyramid_pool(features: torch.Tensor, levels: Sequence[int] = (1, 2, 
     For each level ``l`` the map is max-pooled adaptively into ``l x l`` bins, bin ``i`` covering
     rows ``[floor(i H / l), ceil((i + 1) H / l))`` (likewise columns, the bins of
     ``adaptive_max_pool2d``), and flattened as ``(C, l, l)`` row-major; the levels are
-    concatenated in order.
+    concatenated in order. Implements (det-spp-bins).
 
     >>> spatial_pyramid_pool(torch.arange(16.0).reshape(1, 1, 4, 4), levels=(1, 2))
     tensor([[15.,  5.,  7., 13., 15.]])
@@ -573,19 +594,16 @@ def spatial_pyramid_pool(features: torch.Tensor, levels: Sequence[int] = (1, 2, 
     if len(levels) == 0 or not all(isinstance(lv, int) and not isinstance(lv, bool) and lv >= 1 for lv in levels):
         raise ValueError(f"levels must be a non-empty sequence of positive ints, got {levels!r}")
     B, C, H, W = features.shape
-    dev = features.device
 
-    def masks(n: int, L: int) -> torch.Tensor:
-        i = torch.arange(n, device=dev)
-        lo, hi = (i * L) // n, -((-(i + 1) * L) // n)
-        ar = torch.arange(L, device=dev)
-        return (ar[None] >= lo[:, None]) & (ar[None] < hi[:, None])
+    def bins(n: int, L: int) -> list[tuple[int, int]]:  # (det-spp-bins): [floor(iL/n), ceil((i+1)L/n))
+        return [((i * L) // n, -((-(i + 1) * L) // n)) for i in range(n)]
 
     outs = []
     for lv in levels:
-        mh = masks(lv, H)[None].expand(B, -1, -1)
-        mw = masks(lv, W)[None].expand(B, -1, -1)
-        outs.append(_rect_max(features, mh, mw).reshape(B, -1))
+        # a max over a rectangle is a max over its rows, then over its columns (separable)
+        rows = torch.stack([features[:, :, lo:hi].amax(2) for lo, hi in bins(lv, H)], 2)  # (B, C, l, W)
+        cells = torch.stack([rows[..., lo:hi].amax(-1) for lo, hi in bins(lv, W)], -1)  # (B, C, l, l)
+        outs.append(cells.reshape(B, -1))
     return torch.cat(outs, dim=1)
 
 
@@ -598,12 +616,16 @@ def assign_anchors(
     """Label anchors for an RPN: ``(labels, matched_gt)``, both ``(A,)`` ``int64``.
 
     With ``IoU`` the ``(A, G)`` matrix, ``best_a = max_g IoU[a, g]``: label 1 if
-    ``best_a >= pos_iou``, 0 if ``best_a < neg_iou``, -1 (ignored) in between. Then, for each
+    ``best_a >= pos_iou`` (torchvision's ``Matcher``; the paper writes "higher than 0.7"), 0 if
+    ``best_a < neg_iou``, -1 (ignored) in between. Then, for each
     ground truth ``g`` with ``m_g = max_a IoU[a, g] > 0``, every anchor with ``IoU[a, g] = m_g``
     (ties included) is labelled 1 too (Faster R-CNN's rule, torchvision's
     ``allow_low_quality_matches``). ``matched_gt[a]`` is the lowest-index ``g`` attaining
-    ``best_a`` (also for such low-quality positives). With no ground truth every label is 0 and
+    ``best_a``, also for such low-quality positives: it may differ from the ``g`` that made the
+    anchor positive (as in torchvision and Detectron). With no ground truth every label is 0 and
     ``matched_gt`` is -1.
+
+    Implements (frcnn-assign)
 
     >>> a = torch.tensor([[0.0, 0, 8, 8], [0, 0, 4, 4], [50, 50, 60, 60]])
     >>> assign_anchors(a, torch.tensor([[0.0, 0, 5, 5]]))
@@ -637,7 +659,11 @@ def assign_anchors(
 def smooth_l1(x: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
     """Elementwise smooth L1 (Huber / β): ``0.5 x² / β`` if ``|x| < β`` else ``|x| - 0.5 β``.
 
-    ``beta = 0`` is the L1 loss ``|x|``. Same shape, dtype and device as ``x``.
+    ``beta = 0`` is the L1 loss ``|x|``. Same shape, dtype and device as ``x``. Its derivative
+    is ``x / β`` inside ``|x| < β`` and ``sign(x)`` outside: bounded by 1, so one badly placed
+    box cannot dominate a gradient step.
+
+    Implements (frcnn-smooth-l1)
 
     >>> smooth_l1(torch.tensor([-2.0, 0.5, 0.0]))
     tensor([1.5000, 0.1250, 0.0000])
@@ -702,9 +728,13 @@ def average_precision(
     the first ``k`` of them, recall ``R_k = TP_k / n_ground_truth`` and precision
     ``P_k = TP_k / k``. The envelope ``P̂_k = max_{j >= k} P_j`` makes precision monotone.
     ``"coco"``: mean over the 101 recall levels ``r ∈ {0, 0.01, …, 1}`` of ``P̂`` at the first
-    ``k`` with ``R_k >= r`` (0 if recall never reaches ``r``), as COCOeval.
+    ``k`` with ``R_k >= r`` (0 if recall never reaches ``r``), as COCOeval. The levels are
+    COCOeval's float64 ``np.linspace(0, 1, 101)``, ten of which (0.35, 0.41, 0.47, 0.57, 0.69,
+    0.70, 0.82, 0.83, 0.94, 0.95) lie one rounding error above ``i / 100``: a recall exactly
+    equal to one of them (7 of 20 objects) does not reach it, as in pycocotools.
     ``"voc"``: all-point area ``Σ_k (R_k - R_{k-1}) P̂_k`` (PASCAL VOC 2010+). Unmatched ground
-    truth simply caps the recall.
+    truth simply caps the recall. Implements (fpn-yolo-pr), (fpn-yolo-envelope),
+    (fpn-yolo-ap-coco) and (fpn-yolo-ap-voc).
 
     >>> average_precision(torch.tensor([0.9, 0.8, 0.7]), torch.tensor([True, False, True]), 2, "voc")
     0.8333333333333333
@@ -764,7 +794,8 @@ def mean_average_precision(
     float64 rounding of ``x1 + (x2 - x1)``); COCOeval returns -1 when no class has ground truth,
     this function returns ``nan``. ``"voc"`` changes only the interpolation of the PR curve,
     not the matching: the VOC devkit instead requires ``IoU > 0.5`` strictly and marks a
-    detection whose best ground truth is already taken as a false positive.
+    detection whose best ground truth is already taken as a false positive. Implements
+    (fpn-yolo-match) and (fpn-yolo-map).
 
     >>> p = [{"boxes": torch.tensor([[0.0, 0, 10, 10]]), "scores": torch.tensor([0.9]), "labels": torch.tensor([1])}]
     >>> t = [{"boxes": torch.tensor([[0.0, 0, 10, 10], [20.0, 20, 30, 30]]), "labels": torch.tensor([1, 1])}]
@@ -842,7 +873,8 @@ def _lsa_rows_le_cols(a: np.ndarray) -> np.ndarray:
     """Shortest augmenting paths with potentials for an ``n x m`` cost, ``n <= m``.
 
     Returns ``col[i]`` for every row. Each row is added by a Dijkstra-like search over columns
-    on reduced costs ``a[i, j] - u[i] - v[j] >= 0``; O(n² m), vectorized over columns.
+    on reduced costs ``a[i, j] - u[i] - v[j] >= 0`` (detr-reduced-cost), moving the potentials
+    by (detr-potential-update); O(n² m), vectorized over columns.
     """
     n, m = a.shape
     u = np.zeros(n + 1)
@@ -891,7 +923,8 @@ def hungarian_match(cost: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     shortest alternating path under reduced costs ``c_ij - u_i - v_j >= 0``, keeping dual
     potentials ``u, v``; O(N² M) for ``N <= M`` (``N > M`` is solved transposed). Computed in
     float64 on the CPU; indices come back on ``cost``'s device. With ties any optimal
-    matching may be returned.
+    matching may be returned. Implements (detr-assignment) with the dual (detr-dual); each
+    search step is the potential update (detr-potential-update).
 
     >>> hungarian_match(torch.tensor([[4.0, 1.0, 3.0], [2.0, 0.0, 5.0], [3.0, 2.0, 2.0]]))
     (tensor([0, 1, 2]), tensor([1, 0, 2]))
@@ -905,19 +938,21 @@ def hungarian_match(cost: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     c = cost.detach().cpu().double().numpy()
     if not np.isfinite(c).all():
         raise ValueError("cost must be finite, got NaN or inf")
-    N, M = c.shape
+    rows, cols = _hungarian_np(c)
     dev = cost.device
-    if N == 0 or M == 0:
-        e = torch.zeros(0, dtype=torch.long, device=dev)
-        return e, e.clone()
-    if N <= M:
-        rows = np.arange(N)
-        cols = _lsa_rows_le_cols(c)
-    else:
-        cols_t = _lsa_rows_le_cols(c.T)  # for every column, its row
-        order = np.argsort(cols_t)
-        rows, cols = cols_t[order], np.arange(M)[order]
     return torch.as_tensor(rows, dtype=torch.long, device=dev), torch.as_tensor(cols, dtype=torch.long, device=dev)
+
+
+def _hungarian_np(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`hungarian_match` on a finite float64 array, without checks: ``(rows, cols)`` int64."""
+    N, M = c.shape
+    if N == 0 or M == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    if N <= M:
+        return np.arange(N), _lsa_rows_le_cols(c)
+    cols_t = _lsa_rows_le_cols(c.T)  # for every column, its row
+    order = np.argsort(cols_t)
+    return cols_t[order], np.arange(M)[order]
 
 
 def detr_matching_cost(
@@ -936,7 +971,7 @@ def detr_matching_cost(
     normalized **cxcywh** ``(cx, cy, w, h)``; the L1 term is taken on these cxcywh coordinates
     and the GIoU after converting to xyxy. ``logits`` is ``(Q, K)`` (including any no-object
     class), ``gt_labels`` ``(G,)`` integers in ``[0, K)``. Feed the result to
-    :func:`hungarian_match`.
+    :func:`hungarian_match`. Implements (detr-match-cost).
 
     >>> lg = torch.tensor([[0.0, 0.0]])
     >>> b = torch.tensor([[0.5, 0.5, 0.2, 0.2]])
@@ -963,3 +998,500 @@ def detr_matching_cost(
     prob = logits.softmax(dim=-1)[:, gt_labels.to(logits.device)]
     l1 = (boxes[:, None, :] - gt_boxes[None, :, :]).abs().sum(-1)
     return -w_class * prob + w_l1 * l1 - w_giou * generalized_box_iou(pb, gb)
+
+
+# ---------------------------------------------------------------------------------------------
+# fpn-yolo chapter: the FPN level rule, YOLO targets, loss and decoding
+# ---------------------------------------------------------------------------------------------
+def _int_arg(name: str, v: Any, low: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {v!r}")
+    return int(v)
+
+
+def fpn_level(
+    boxes: torch.Tensor, k0: int = 4, canonical: float = 224.0, k_min: int = 2, k_max: int = 5
+) -> torch.Tensor:
+    """The FPN pyramid level each box is pooled from, ``(N,)`` int64 (Lin et al., 2017).
+
+    ``k = clamp(floor(k0 + log2(sqrt(w h) / canonical)), k_min, k_max)``: a box of side
+    ``canonical`` goes to level ``k0``, and each halving of its side moves it one level down
+    (finer). The floor is computed exactly: ``k`` is the largest integer with
+    ``(canonical 2^(k - k0))² <= w h`` (float64), so boxes exactly on a boundary go up, with no
+    ``eps`` (torchvision's ``LevelMapper`` adds ``1e-6`` inside the floor instead). A zero-area
+    box goes to ``k_min``. Output on ``boxes``' device. Implements (fpn-yolo-level).
+
+    >>> fpn_level(torch.tensor([[0.0, 0, 224, 224], [0, 0, 112, 112], [0, 0, 111, 112], [0, 0, 900, 900]]))
+    tensor([4, 3, 2, 5])
+    """
+    _check_boxes("boxes", boxes)
+    k0 = _int_arg("k0", k0, -(10**6))
+    k_min, k_max = _int_arg("k_min", k_min, -(10**6)), _int_arg("k_max", k_max, -(10**6))
+    if k_min > k_max:
+        raise ValueError(f"need k_min <= k_max, got k_min={k_min}, k_max={k_max}")
+    c = _check_threshold("canonical", canonical)
+    if c <= 0:
+        raise ValueError(f"canonical must be positive, got {canonical!r}")
+    b = boxes.detach().double()
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    pos = area > 0
+    safe = torch.where(pos, area, torch.ones_like(area))
+    k = torch.floor(k0 + 0.5 * torch.log2(safe / (c * c)))
+    # exact floor: fix the (rare) off-by-one of log2's rounding at the boundaries
+    k = torch.where((c * torch.exp2(k - k0)) ** 2 > safe, k - 1, k)
+    k = torch.where((c * torch.exp2(k + 1 - k0)) ** 2 <= safe, k + 1, k)
+    k = torch.where(pos, k, torch.full_like(k, float(k_min)))
+    return k.clamp(k_min, k_max).long()
+
+
+def yolo_targets(
+    boxes: torch.Tensor, labels: torch.Tensor, grid: int, image_size: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """YOLO training targets of one image on an ``S x S`` grid: ``(obj, box, cls)``.
+
+    The cell responsible for a box is the one containing its centre ``(c_x, c_y)``:
+    ``j = floor(c_x / s)``, ``i = floor(c_y / s)`` with cell side ``s = image_size / S`` (a
+    centre on the far edge goes to the last cell). Its box target is
+    ``(c_x / s - j, c_y / s - i, sqrt(w / image_size), sqrt(h / image_size))``, every entry in
+    ``[0, 1]``. A cell holds one object: when several centres share a cell the largest box
+    (by area; equal areas: the later one) is kept, and the others are lost to the grid.
+
+    Args:
+        boxes: ``(G, 4)`` xyxy in pixels, inside ``[0, image_size]``.
+        labels: ``(G,)`` integer class indices.
+        grid: ``S``, cells per side.
+        image_size: side of the square image in pixels.
+
+    Returns:
+        ``obj (S, S)`` bool (row ``i``, column ``j``), ``box (S, S, 4)`` in ``boxes``' dtype
+        (zeros where ``obj`` is false), ``cls (S, S)`` int64 (``-1`` where ``obj`` is false), all
+        on ``boxes``' device. Implements (fpn-yolo-responsible) and (fpn-yolo-box-target).
+
+    >>> obj, box, cls = yolo_targets(torch.tensor([[4.0, 4, 12, 20]]), torch.tensor([2]), 2, 32)
+    >>> obj.tolist(), [round(v, 4) for v in box[0, 0].tolist()], cls.tolist()
+    ([[True, False], [False, False]], [0.5, 0.75, 0.5, 0.7071], [[2, -1], [-1, -1]])
+    """
+    _check_boxes("boxes", boxes)
+    _check_labels("labels", labels, boxes.shape[0])
+    S = _int_arg("grid", grid, 1)
+    size = _check_threshold("image_size", image_size)
+    if size <= 0:
+        raise ValueError(f"image_size must be positive, got {image_size!r}")
+    if boxes.numel() and (float(boxes.min()) < 0 or float(boxes.max()) > size):
+        raise ValueError(f"boxes must lie inside [0, image_size] = [0, {size}]")
+    dev, dt = boxes.device, boxes.dtype
+    obj = torch.zeros(S, S, dtype=torch.bool, device=dev)
+    box = torch.zeros(S, S, 4, dtype=dt, device=dev)
+    cls = torch.full((S, S), -1, dtype=torch.long, device=dev)
+    if boxes.shape[0] == 0:
+        return obj, box, cls
+    s = size / S
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    cx, cy = boxes[:, 0] + 0.5 * w, boxes[:, 1] + 0.5 * h
+    j = torch.floor(cx / s).long().clamp(0, S - 1)
+    i = torch.floor(cy / s).long().clamp(0, S - 1)
+    t = torch.stack([cx / s - j, cy / s - i, torch.sqrt(w / size), torch.sqrt(h / size)], dim=1)
+    # write smallest first, so that in a shared cell the largest box is written last and kept
+    for g in torch.sort(w * h, stable=True).indices.tolist():
+        obj[i[g], j[g]] = True
+        box[i[g], j[g]] = t[g]
+        cls[i[g], j[g]] = labels[g].to(dev)
+    return obj, box, cls
+
+
+def _check_yolo_pred(pred: Any) -> tuple[int, int, int]:
+    _check_float("pred", pred)
+    if pred.dim() != 4 or pred.shape[1] != pred.shape[2] or pred.shape[3] < 6:
+        raise ValueError(f"pred must have shape (B, S, S, 5 + C) with C >= 1, got {tuple(pred.shape)}")
+    return pred.shape[0], pred.shape[1], pred.shape[3] - 5
+
+
+def _yolo_cell_boxes(p: torch.Tensor, S: int) -> torch.Tensor:
+    """Squashed ``(..., S, S, 4)`` cell outputs ``(x, y, sqrt w, sqrt h)`` to boxes in image units."""
+    j = torch.arange(S, dtype=p.dtype, device=p.device)
+    cx = (j[None, :] + p[..., 0]) / S
+    cy = (j[:, None] + p[..., 1]) / S
+    w, h = p[..., 2] ** 2, p[..., 3] ** 2
+    return torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], dim=-1)
+
+
+def yolo_loss(
+    pred: torch.Tensor,
+    obj: torch.Tensor,
+    box: torch.Tensor,
+    cls: torch.Tensor,
+    lambda_coord: float = 5.0,
+    lambda_noobj: float = 0.5,
+    objectness: str = "iou",
+) -> torch.Tensor:
+    """YOLO's sum-squared loss with one box per cell, averaged over the batch (a scalar).
+
+    ``pred`` is the raw head output ``(B, S, S, 5 + C)`` with channels
+    ``(x, y, sqrt w, sqrt h, conf, class logits)``; the first five go through a sigmoid and
+    the logits through a softmax, so every prediction lies in its target's range. With
+    ``obj (B, S, S)``, ``box (B, S, S, 4)`` and ``cls (B, S, S)`` from :func:`yolo_targets`:
+
+    ``L = (1/B) Σ_cells [ λ_coord 1_obj ‖b̂ - b‖² + 1_obj (Ĉ - C)² + λ_noobj 1_noobj Ĉ²
+    + 1_obj ‖p̂ - onehot(cls)‖² ]``
+
+    where ``C = IoU(decoded b̂, decoded b)`` (no gradient) if ``objectness == "iou"``, as in
+    YOLO, or ``C = 1`` if ``"one"``. Implements (fpn-yolo-loss).
+    """
+    B, S, C = _check_yolo_pred(pred)
+    if not isinstance(obj, torch.Tensor) or obj.dtype != torch.bool or obj.shape != (B, S, S):
+        raise ValueError(f"obj must be a bool tensor of shape {(B, S, S)}")
+    _check_float("box", box)
+    if box.shape != (B, S, S, 4):
+        raise ValueError(f"box must have shape {(B, S, S, 4)}, got {tuple(box.shape)}")
+    if not isinstance(cls, torch.Tensor) or cls.dtype != torch.long or cls.shape != (B, S, S):
+        raise ValueError(f"cls must be an int64 tensor of shape {(B, S, S)}")
+    if bool((cls[obj] < 0).any()) or bool((cls[obj] >= C).any()):
+        raise ValueError(f"cls must lie in [0, {C}) wherever obj is true")
+    lc, ln = _check_threshold("lambda_coord", lambda_coord), _check_threshold("lambda_noobj", lambda_noobj)
+    if lc < 0 or ln < 0:
+        raise ValueError(f"lambda_coord and lambda_noobj must be >= 0, got {lambda_coord!r} and {lambda_noobj!r}")
+    if objectness not in ("iou", "one"):
+        raise ValueError(f"objectness must be 'iou' or 'one', got {objectness!r}")
+    p = torch.sigmoid(pred[..., :5])
+    prob = torch.softmax(pred[..., 5:], dim=-1)
+    m = obj.to(pred.dtype)
+    coord = ((p[..., :4] - box.to(pred.dtype)) ** 2).sum(-1)
+    if objectness == "iou":
+        with torch.no_grad():
+            a = _yolo_cell_boxes(p[..., :4], S)[obj]
+            b = _yolo_cell_boxes(box.to(pred.dtype), S)[obj]
+            target = torch.zeros_like(p[..., 4])
+            if a.shape[0]:
+                target[obj] = box_iou(a, b).diagonal()
+    else:
+        target = m
+    onehot = F.one_hot(cls.clamp(min=0), C).to(pred.dtype)
+    per_cell = (
+        lc * m * coord
+        + m * (p[..., 4] - target) ** 2
+        + ln * (1 - m) * p[..., 4] ** 2
+        + m * ((prob - onehot) ** 2).sum(-1)
+    )
+    return per_cell.sum() / B
+
+
+def yolo_decode(
+    pred: torch.Tensor,
+    image_size: float,
+    score_threshold: float = 0.01,
+    iou_threshold: float = 0.5,
+    max_detections: int = 100,
+) -> list[dict[str, torch.Tensor]]:
+    """Detections from a YOLO head: one dict per image with ``boxes``, ``scores``, ``labels``.
+
+    Cell ``(i, j)`` of ``pred (B, S, S, 5 + C)`` gives the box with centre
+    ``((j + σ(x)) s, (i + σ(y)) s)`` and size ``(σ(√w)² L, σ(√h)² L)`` (``s = L / S``,
+    ``L = image_size``), class ``argmax_c p̂_c`` and score ``σ(conf) max_c p̂_c`` (YOLO's
+    class-specific confidence). Boxes scoring below ``score_threshold`` are dropped, then
+    :func:`batched_nms` at ``iou_threshold``, then the ``max_detections`` best are kept, by
+    decreasing score. Boxes are xyxy pixels (not clipped to the image). Implements
+    (fpn-yolo-decode).
+    """
+    B, S, C = _check_yolo_pred(pred)
+    size = _check_threshold("image_size", image_size)
+    if size <= 0:
+        raise ValueError(f"image_size must be positive, got {image_size!r}")
+    thr = _check_threshold("score_threshold", score_threshold)
+    _check_threshold("iou_threshold", iou_threshold)
+    k = _int_arg("max_detections", max_detections, 1)
+    with torch.no_grad():
+        p = torch.sigmoid(pred[..., :5])
+        prob = torch.softmax(pred[..., 5:], dim=-1)
+        boxes = _yolo_cell_boxes(p[..., :4], S) * size
+        best, label = prob.max(-1)
+        score = p[..., 4] * best
+        out = []
+        for b in range(B):
+            bx, sc, lb = boxes[b].reshape(-1, 4), score[b].reshape(-1), label[b].reshape(-1)
+            keep = sc >= thr
+            bx, sc, lb = bx[keep], sc[keep], lb[keep]
+            keep = batched_nms(bx, sc, lb, iou_threshold)[:k]
+            out.append({"boxes": bx[keep], "scores": sc[keep], "labels": lb[keep]})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# faster-rcnn chapter: sampling anchors/RoIs, RPN proposals, the two-term detection loss
+# ---------------------------------------------------------------------------------------------
+def sample_labels(
+    labels: torch.Tensor,
+    batch_size: int,
+    positive_fraction: float = 0.5,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Keep a random minibatch of labelled anchors (or RoIs); the rest become -1 (ignored).
+
+    ``labels`` is ``(N,)`` integer: ``-1`` ignored, ``0`` negative (background), ``>= 1``
+    positive (an RPN's 1, or a class index for the RoI head). With ``P`` positives and ``Q``
+    negatives it keeps ``n_+ = min(P, floor(f B))`` positives and ``n_- = min(Q, B - n_+)``
+    negatives, each drawn uniformly without replacement (``f = positive_fraction``,
+    ``B = batch_size``): when an image has few positives the minibatch is filled up with
+    negatives, as in Faster R-CNN. Random numbers come from ``generator`` (a CPU generator)
+    so a seed fixes the draw. Returns a new tensor on ``labels``' device and dtype.
+
+    Implements (frcnn-sample)
+
+    >>> lab = torch.tensor([1, 0, 0, 0, -1, 1, 0])
+    >>> out = sample_labels(lab, 4, 0.25, torch.Generator().manual_seed(0))
+    >>> int((out >= 1).sum()), int((out == 0).sum()), int((out == -1).sum())
+    (1, 3, 3)
+    """
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
+    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+        raise TypeError(f"labels must be an integer tensor, got dtype {labels.dtype}")
+    if labels.dim() != 1:
+        raise ValueError(f"labels must have shape (N,), got {tuple(labels.shape)}")
+    if labels.numel() and int(labels.min()) < -1:
+        raise ValueError("labels must be -1 (ignored), 0 (negative) or >= 1 (positive), got a value below -1")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    f = _check_threshold("positive_fraction", positive_fraction)
+    if not 0 <= f <= 1:
+        raise ValueError(f"positive_fraction must lie in [0, 1], got {positive_fraction!r}")
+    if generator is not None and (not isinstance(generator, torch.Generator) or generator.device.type != "cpu"):
+        raise TypeError("generator must be a CPU torch.Generator or None")
+    lab = labels.cpu()
+    pos = torch.nonzero(lab >= 1).flatten()
+    neg = torch.nonzero(lab == 0).flatten()
+    n_pos = min(pos.numel(), int(math.floor(f * batch_size)))  # (frcnn-sample)
+    n_neg = min(neg.numel(), batch_size - n_pos)
+    pos = pos[torch.randperm(pos.numel(), generator=generator)[:n_pos]]
+    neg = neg[torch.randperm(neg.numel(), generator=generator)[:n_neg]]
+    out = torch.full_like(lab, -1)
+    out[pos] = lab[pos]
+    out[neg] = 0
+    return out.to(labels.device)
+
+
+def rpn_proposals(
+    objectness: torch.Tensor,
+    deltas: torch.Tensor,
+    anchors: torch.Tensor,
+    image_size: int | tuple[int, int],
+    *,
+    pre_nms_top_n: int = 100,
+    post_nms_top_n: int = 20,
+    iou_threshold: float = 0.7,
+    min_size: float = 1.0,
+    weights: Sequence[float] = (1, 1, 1, 1),
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Turn one image's RPN outputs into proposals: ``(boxes (P, 4) xyxy, scores (P,))``.
+
+    ``objectness`` is ``(A,)`` logits, ``deltas`` ``(A, 4)``, ``anchors`` ``(A, 4)`` xyxy, in the
+    same order. Steps: keep the ``pre_nms_top_n`` highest logits; decode their deltas against
+    their anchors (:func:`decode_boxes` with ``weights``); clip to the image
+    ``[0, W] x [0, H]`` (``image_size`` is ``S`` or ``(H, W)``); drop boxes narrower or
+    shorter than ``min_size``; :func:`nms` at ``iou_threshold``; keep the first
+    ``post_nms_top_n``. Scores are the logits (monotone in the probability, so the ranking is
+    the same). ``P <= post_nms_top_n``. Works under ``torch.no_grad`` or with gradients; a
+    two-stage detector detaches the proposals (approximate joint training).
+
+    Implements (frcnn-decode)
+
+    >>> a = torch.tensor([[0.0, 0, 8, 8], [0.5, 0.5, 8.5, 8.5], [20, 20, 28, 28]])
+    >>> b, s = rpn_proposals(torch.tensor([2.0, 1.0, 0.5]), torch.zeros(3, 4), a, 32)
+    >>> b, s
+    (tensor([[ 0.,  0.,  8.,  8.],
+            [20., 20., 28., 28.]]), tensor([2.0000, 0.5000]))
+    """
+    _check_boxes("anchors", anchors)
+    A = anchors.shape[0]
+    _check_scores("objectness", objectness, A)
+    _check_same("objectness", objectness, "anchors", anchors)
+    _check_float("deltas", deltas)
+    if deltas.shape != (A, 4):
+        raise ValueError(f"deltas must have shape ({A}, 4) to match anchors, got {tuple(deltas.shape)}")
+    H, W = _pair("image_size", image_size)
+    for name, v in (("pre_nms_top_n", pre_nms_top_n), ("post_nms_top_n", post_nms_top_n)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    t = _check_threshold("iou_threshold", iou_threshold)
+    m = _check_threshold("min_size", min_size)
+    if m < 0:
+        raise ValueError(f"min_size must be >= 0, got {min_size!r}")
+    k = min(pre_nms_top_n, A)
+    scores, idx = objectness.topk(k)  # sorted, highest first
+    boxes = decode_boxes(deltas[idx], anchors[idx], weights)  # (frcnn-decode)
+    boxes = torch.stack(
+        [boxes[:, 0].clamp(0, W), boxes[:, 1].clamp(0, H), boxes[:, 2].clamp(0, W), boxes[:, 3].clamp(0, H)], dim=1
+    )
+    ok = ((boxes[:, 2] - boxes[:, 0]) >= m) & ((boxes[:, 3] - boxes[:, 1]) >= m)
+    boxes, scores = boxes[ok], scores[ok]
+    keep = nms(boxes.detach(), scores.detach(), t)[:post_nms_top_n]
+    return boxes[keep], scores[keep]
+
+
+def faster_rcnn_loss(
+    class_logits: torch.Tensor,
+    box_deltas: torch.Tensor,
+    labels: torch.Tensor,
+    target_deltas: torch.Tensor,
+    beta: float = 1.0 / 9,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two terms of the (Fast/Faster R-CNN) detection loss: ``(L_cls, L_box)``, scalars.
+
+    ``labels`` ``(N,)`` integer: -1 ignored, 0 background, ``c >= 1`` object (class ``c``).
+    ``class_logits`` is ``(N,)`` for a binary RPN (``labels`` in {-1, 0, 1}: binary
+    cross-entropy with logits) or ``(N, C + 1)`` for the RoI head (softmax cross-entropy, column
+    0 background). ``box_deltas`` and ``target_deltas`` are ``(N, 4)``: the predicted and the
+    encoded ground-truth deltas (for the RoI head, the predicted deltas of the labelled
+    class). With ``n`` the number of non-ignored rows,
+    ``L_cls = (1/n) Σ_{ℓ_i ≠ -1} CE_i`` and
+    ``L_box = (1/n) Σ_{ℓ_i >= 1} Σ_{j=1..4} smooth_l1(t_ij - t*_ij, beta)``; the total is
+    ``L_cls + λ L_box``. If every row is ignored both terms are 0 (still differentiable).
+    Differences from the paper's normalisation are discussed on the chapter's page.
+
+    Implements (frcnn-loss)
+
+    >>> lab = torch.tensor([1, 0, -1])
+    >>> cls, box = faster_rcnn_loss(torch.zeros(3), torch.zeros(3, 4), lab, torch.ones(3, 4), beta=1.0)
+    >>> round(float(cls), 4), float(box)
+    (0.6931, 1.0)
+    """
+    _check_float("class_logits", class_logits)
+    if class_logits.dim() not in (1, 2):
+        raise ValueError(f"class_logits must have shape (N,) or (N, C + 1), got {tuple(class_logits.shape)}")
+    N = class_logits.shape[0]
+    _check_labels("labels", labels, N)
+    for name, d in (("box_deltas", box_deltas), ("target_deltas", target_deltas)):
+        _check_float(name, d)
+        if d.shape != (N, 4):
+            raise ValueError(f"{name} must have shape ({N}, 4), got {tuple(d.shape)}")
+    if not bool(torch.isfinite(target_deltas).all()):
+        raise ValueError("target_deltas must be finite, got NaN or inf")
+    b = _check_threshold("beta", beta)
+    if b < 0:
+        raise ValueError(f"beta must be >= 0, got {beta}")
+    if N and int(labels.min()) < -1:
+        raise ValueError("labels must be -1, 0 or a positive class index")
+    n_cls = 1 if class_logits.dim() == 1 else class_logits.shape[1] - 1
+    if N and int(labels.max()) > n_cls:
+        what = "binary logits need labels in {-1, 0, 1}" if class_logits.dim() == 1 else f"labels must be <= {n_cls}"
+        raise ValueError(f"labels out of range: {what}")
+    labels = labels.to(class_logits.device)
+    valid = labels >= 0
+    pos = labels >= 1
+    n = valid.sum().clamp(min=1).to(class_logits.dtype)
+    if class_logits.dim() == 1:
+        ce = F.binary_cross_entropy_with_logits(class_logits[valid], labels[valid].to(class_logits.dtype), reduction="sum")
+    else:
+        ce = F.cross_entropy(class_logits[valid], labels[valid], reduction="sum")
+    box = smooth_l1(box_deltas[pos] - target_deltas[pos], beta).sum()
+    return ce / n, box / n
+
+
+# ---------------------------------------------------------------------------------------------
+# DETR set loss (chapter: detr)
+# ---------------------------------------------------------------------------------------------
+def detr_loss(
+    logits: torch.Tensor,
+    boxes: torch.Tensor,
+    targets: Sequence[dict[str, torch.Tensor]],
+    no_object_weight: float = 0.1,
+    w_class: float = 1.0,
+    w_l1: float = 5.0,
+    w_giou: float = 2.0,
+) -> tuple[dict[str, torch.Tensor], list[tuple[torch.Tensor, torch.Tensor]]]:
+    """DETR's set loss: Hungarian matching per image, then class, L1 and GIoU losses.
+
+    ``logits`` ``(B, Q, K + 1)``: ``K`` object classes and, last (index ``K``), the no-object
+    class ``∅``. ``boxes`` ``(B, Q, 4)`` normalized **cxcywh** in ``[0, 1]`` (as DETR).
+    ``targets[b]`` holds ``labels`` ``(G_b,)`` integers in ``[0, K)`` and ``boxes`` ``(G_b, 4)``
+    normalized cxcywh; ``G_b <= Q`` is not required (``G_b > Q`` leaves objects unmatched).
+
+    For each image the cost of :func:`detr_matching_cost` is minimized by
+    :func:`hungarian_match` (without gradient), giving the query ``σ̂(g)`` of each object
+    ``g``. The losses, with ``n = max(1, Σ_b G_b)`` matched objects in the batch::
+
+        class = Σ_{b,q} ω_{t_bq} (-log softmax(logits[b, q])[t_bq]) / Σ_{b,q} ω_{t_bq}
+        l1    = Σ_g ‖b_σ̂(g) - b̂_g‖₁ / n
+        giou  = Σ_g (1 - GIoU(b_σ̂(g), b̂_g)) / n
+        loss  = w_class · class + w_l1 · l1 + w_giou · giou
+
+    where ``t_bq`` is the matched object's class, or ``∅ = K`` for an unmatched query, and
+    ``ω_∅ = no_object_weight``, ``ω_c = 1`` otherwise (a weighted mean, as
+    ``F.cross_entropy(weight=...)`` and DETR's ``eos_coef``). Implements (detr-set-loss).
+
+    Returns:
+        ``(parts, matches)``: ``parts`` a dict of scalar tensors ``loss``, ``class``, ``l1``,
+        ``giou`` (``loss`` carries the gradient); ``matches[b] = (queries, objects)``, int64
+        index tensors on ``logits``'s device, sorted by object.
+
+    >>> lg = torch.tensor([[[0.0, 5.0, 0.0], [5.0, 0.0, 0.0]]])  # 2 queries, K = 2
+    >>> bx = torch.tensor([[[0.5, 0.5, 0.2, 0.2], [0.2, 0.2, 0.1, 0.1]]])
+    >>> t = [{"labels": torch.tensor([0]), "boxes": torch.tensor([[0.2, 0.2, 0.1, 0.1]])}]
+    >>> parts, m = detr_loss(lg, bx, t)
+    >>> m[0], round(float(parts["l1"]), 4), round(float(parts["giou"]), 4)
+    ((tensor([1]), tensor([0])), 0.0, 0.0)
+    """
+    _check_float("logits", logits)
+    if logits.dim() != 3 or logits.shape[-1] < 2:
+        raise ValueError(f"logits must have shape (B, Q, K + 1) with K >= 1, got {tuple(logits.shape)}")
+    if not bool(torch.isfinite(logits).all()):
+        raise ValueError("logits must be finite, got NaN or inf")
+    B, Q, K1 = logits.shape
+    _check_float("boxes", boxes)
+    if boxes.shape != (B, Q, 4):
+        raise ValueError(f"boxes must have shape ({B}, {Q}, 4) to match logits, got {tuple(boxes.shape)}")
+    _check_same("logits", logits, "boxes", boxes)
+    if not isinstance(targets, Sequence) or len(targets) != B:
+        raise ValueError(f"targets must be a list of {B} dicts (one per image) with labels and boxes")
+    for name, w in (("w_class", w_class), ("w_l1", w_l1), ("w_giou", w_giou)):
+        _check_threshold(name, w)
+    if _check_threshold("no_object_weight", no_object_weight) <= 0:
+        raise ValueError(f"no_object_weight must be > 0, got {no_object_weight!r}")
+    gl, gb, sizes = [], [], []
+    for b, t in enumerate(targets):
+        if not isinstance(t, dict) or "labels" not in t or "boxes" not in t:
+            raise ValueError(f"targets[{b}] must be a dict with labels and boxes")
+        tb = t["boxes"]
+        _check_float(f"targets[{b}]['boxes']", tb)
+        if tb.dim() != 2 or tb.shape[-1] != 4:
+            raise ValueError(f"targets[{b}]['boxes'] must have shape (G, 4) in cxcywh, got {tuple(tb.shape)}")
+        tl = _check_labels(f"targets[{b}]['labels']", t["labels"], tb.shape[0])
+        if tl.numel() and (int(tl.min()) < 0 or int(tl.max()) >= K1 - 1):
+            raise ValueError(f"targets[{b}]['labels'] must lie in [0, {K1 - 1}) (index {K1 - 1} is no-object)")
+        gl.append(tl.to(logits.device))
+        gb.append(tb.to(device=boxes.device, dtype=boxes.dtype))
+        sizes.append(int(tb.shape[0]))
+    labels, gboxes = torch.cat(gl), torch.cat(gb)
+    with torch.no_grad():  # the matching is a constant of the loss: no gradient through σ̂
+        cost = detr_matching_cost(logits.reshape(B * Q, K1), boxes.reshape(B * Q, 4), labels, gboxes,
+                                  w_class, w_l1, w_giou).reshape(B, Q, -1)  # (B, Q, ΣG): one batched call
+    cost_np = cost.cpu().double().numpy()  # one transfer; the per-image solves run on NumPy blocks
+    dev = logits.device
+    matches: list[tuple[torch.Tensor, torch.Tensor]] = []
+    img, qry, obj = [], [], []
+    off = 0
+    for b, g in enumerate(sizes):
+        r, c = _hungarian_np(cost_np[b, :, off:off + g])  # (detr-matching) for image b, as hungarian_match
+        order = np.argsort(c)
+        r_t = torch.as_tensor(r[order], dtype=torch.long, device=dev)
+        c_t = torch.as_tensor(c[order], dtype=torch.long, device=dev)
+        matches.append((r_t, c_t))
+        img.append(torch.full_like(r_t, b))
+        qry.append(r_t)
+        obj.append(c_t + off)
+        off += g
+    bi, qi, gi = torch.cat(img), torch.cat(qry), torch.cat(obj)
+    target_class = torch.full((B, Q), K1 - 1, dtype=torch.long, device=logits.device)  # ∅ everywhere ...
+    target_class[bi, qi] = labels[gi]  # ... except at the matched queries
+    weight = torch.ones(K1, dtype=logits.dtype, device=logits.device)
+    weight[-1] = no_object_weight
+    l_class = F.cross_entropy(logits.reshape(B * Q, K1), target_class.reshape(-1), weight=weight)
+    n = max(1, int(gi.numel()))
+    pm, gm = boxes[bi, qi], gboxes[gi]  # (n, 4) matched pairs
+    l_l1 = (pm - gm).abs().sum() / n
+    if gi.numel():
+        giou = generalized_box_iou(box_cxcywh_to_xyxy(pm), box_cxcywh_to_xyxy(gm)).diagonal()
+        l_giou = (1 - giou).sum() / n
+    else:
+        l_giou = boxes.sum() * 0
+    loss = w_class * l_class + w_l1 * l_l1 + w_giou * l_giou
+    return {"loss": loss, "class": l_class, "l1": l_l1, "giou": l_giou}, matches

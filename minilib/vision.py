@@ -21,8 +21,10 @@ from ._validate import float_tensor
 from .llama import apply_rope
 
 __all__ = [
+    "DeformConv2d",
     "MBConv",
     "SqueezeExcite",
+    "TinyViT",
     "compound_scaling",
     "conv_cost",
     "conv_output_size",
@@ -33,6 +35,7 @@ __all__ = [
     "patchify",
     "receptive_field",
     "rope_2d",
+    "sincos_pos_embed_2d",
     "unpatchify",
 ]
 
@@ -62,7 +65,7 @@ def conv_output_size(n: int, kernel: int, stride: int = 1, padding: int = 0, dil
 
     :math:`n_{\\text{out}} = \\lfloor (n + 2p - d(k - 1) - 1)/s \\rfloor + 1`, the number of
     positions a dilated kernel of extent :math:`d(k-1) + 1` fits into the padded input when it
-    moves in steps of :math:`s`.
+    moves in steps of :math:`s`. Implements (cnn-output-size).
 
     Args:
         n: input length, positive.
@@ -99,7 +102,8 @@ def receptive_field(layers: Sequence[tuple[int, int, int]]) -> tuple[int, int]:
     ``(k, s, d)`` updates :math:`r \\leftarrow r + (k - 1)\\,d\\,j` and then
     :math:`j \\leftarrow j\\,s`. ``r`` is how many input pixels one output unit sees and ``j`` is
     the distance in input pixels between neighbouring output units. Padding moves the field
-    but does not change its size.
+    but does not change its size. Implements (cnn-rf-recursion); the size equals the closed
+    form (cnn-rf-closed).
 
     Args:
         layers: a sequence of ``(kernel, stride, dilation)`` triples of positive ints, input first.
@@ -131,7 +135,8 @@ def compound_scaling(
 
     Returns :math:`(\\alpha^\\phi, \\beta^\\phi, \\gamma^\\phi)`. With the paper's constants
     :math:`\\alpha\\beta^2\\gamma^2 \\approx 2`, so the FLOPs of a convolutional network (linear in
-    depth, quadratic in width and in resolution) grow by about :math:`2^\\phi`.
+    depth, quadratic in width and in resolution) grow by about :math:`2^\\phi`. Implements
+    (cnn-compound); the FLOP multiplier is (cnn-flops-dwr).
 
     Args:
         phi: the compound coefficient (any real; 0 gives the base network).
@@ -173,6 +178,7 @@ def conv_cost(
 
     ``bias`` adds one parameter per output channel of each convolution (biases are counted as
     parameters, not as MACs). One MAC is one multiply and one add, so FLOPs are about 2x MACs.
+    Implements (cnn-cost-standard), (cnn-cost-depthwise) and (cnn-cost-separable).
 
     Args:
         in_ch, out_ch: channel counts, positive.
@@ -218,7 +224,7 @@ class SqueezeExcite(nn.Module):
     :math:`y = x \\odot \\sigma(W_2\\,\\mathrm{SiLU}(W_1\\,\\bar x + b_1) + b_2)` where
     :math:`\\bar x` is the spatial mean of ``x`` per channel (the squeeze), :math:`W_1` maps
     ``C`` to ``max(1, C // reduction)`` and :math:`W_2` back to ``C`` (the excitation; 1x1
-    convolutions with bias). Input and output are ``(B, C, H, W)``.
+    convolutions with bias). Input and output are ``(B, C, H, W)``. Implements (cnn-se).
 
     >>> se = SqueezeExcite(8)
     >>> _ = [nn.init.zeros_(p) for p in se.expand.parameters()]   # gate sigmoid(0) = 0.5
@@ -251,6 +257,7 @@ class MBConv(nn.Module):
     and *no* activation (a linear bottleneck). When ``stride == 1`` and ``in_ch == out_ch`` the
     input is added back (the residual). Stochastic depth is left out. The output is
     ``(B, out_ch, H', W')`` with ``H' = conv_output_size(H, kernel, stride, kernel // 2)``.
+    Implements (cnn-mbconv); its cost is (cnn-mbconv-cost).
 
     >>> blk = MBConv(16, 16).eval()
     >>> blk(torch.randn(2, 16, 8, 8)).shape, blk.residual
@@ -312,7 +319,9 @@ def deform_conv2d(
     outside the image read as zero (each of the four corners is dropped if out of range). The
     computation gathers all ``kh*kw`` sampled columns at once (no loop over pixels) and is
     differentiable by autograd in ``x``, ``offset``, ``weight``, ``bias`` and ``mask``. One offset
-    group and ``groups = 1``.
+    group and ``groups = 1``. Implements (dcn-deform), with (dcn-bilinear) for :math:`x_c(y, x)`
+    and the mask of (dcn-modulated); autograd's offset gradient is (dcn-offset-grad), taking the
+    right-hand derivative where a sampling coordinate is an integer (``floor`` is flat there).
 
     Args:
         x: ``(B, C_in, H, W)`` floating.
@@ -389,7 +398,7 @@ def patchify(images: torch.Tensor, patch: int) -> torch.Tensor:
     (row-major over the grid). Within a token, features are ordered *(row, col, channel)*:
     feature ``(u * p + v) * C + ch`` is pixel ``(r p + u, c p + v)`` of channel ``ch``. (This is
     the order of ``einops`` ``'b c (h p1) (w p2) -> b (h w) (p1 p2 c)'``; ``F.unfold`` lists the
-    same features in *(channel, row, col)* order instead.)
+    same features in *(channel, row, col)* order instead.) Implements (vit-patchify).
 
     Args:
         images: ``(B, C, H, W)`` with ``H`` and ``W`` divisible by ``patch``.
@@ -413,6 +422,9 @@ def patchify(images: torch.Tensor, patch: int) -> torch.Tensor:
 
 def unpatchify(tokens: torch.Tensor, patch: int, height: int, width: int) -> torch.Tensor:
     """Inverse of :func:`patchify`: ``(B, N, p*p*C)`` tokens back to ``(B, C, height, width)``.
+
+    Inverts (vit-patchify): token ``r * (W/p) + c`` fills the block of rows ``r p .. r p + p - 1``
+    and columns ``c p .. c p + p - 1``.
 
     >>> x = torch.randn(2, 3, 8, 4)
     >>> torch.equal(unpatchify(patchify(x, 2), 2, 8, 4), x)
@@ -449,6 +461,9 @@ def interpolate_pos_embed(
     ``(D, gh, gw)`` and resized with ``F.interpolate(mode, align_corners=False)`` (pixel
     centres aligned, as in DeiT and timm). With ``new_grid == old_grid`` this is the identity
     up to rounding (both kernels interpolate: weight 1 at distance 0, 0 at the other taps).
+    Implements (vit-interp): new row ``i'`` reads old row ``(i' + 1/2) gh/nh - 1/2``, and likewise
+    for columns; kernel taps outside the grid read the nearest border row/column (for bilinear,
+    the same as clamping the coordinate; for bicubic, not).
 
     Args:
         pos: ``(num_prefix_tokens + gh*gw, D)`` floating.
@@ -484,7 +499,8 @@ def rope_2d(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, base: float
     on ``d/2`` features (interleaved pairs ``(2i, 2i+1)``, frequencies
     :math:`\\omega_i = \\mathrm{base}^{-2i/(d/2)}`). Each half is a rotation, so norms are kept,
     and :math:`\\langle R(q, r_1, c_1), R(k, r_2, c_2)\\rangle` depends on the positions only
-    through :math:`(r_1 - r_2, c_1 - c_2)`.
+    through :math:`(r_1 - r_2, c_1 - c_2)`. Implements (vit-rope2d); the relative property is
+    (vit-rope2d-relative).
 
     Args:
         x: ``(..., T, d)`` floating with ``d`` divisible by 4.
@@ -502,6 +518,11 @@ def rope_2d(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, base: float
     float_tensor("x", x)
     if x.dim() < 2 or x.shape[-1] % 4 != 0:
         raise ValueError(f"x must have shape (..., T, d) with d divisible by 4, got {tuple(x.shape)}")
+    for name, t in (("rows", rows), ("cols", cols)):
+        if not isinstance(t, torch.Tensor) or t.dtype == torch.bool or t.is_complex():
+            raise TypeError(f"{name} must be an integer or real floating tensor")
+        if tuple(t.shape) != (x.shape[-2],):
+            raise ValueError(f"{name} must have shape ({x.shape[-2]},) to match x's T, got {tuple(t.shape)}")
     h = x.shape[-1] // 2
     return torch.cat([apply_rope(x[..., :h], rows, base=base), apply_rope(x[..., h:], cols, base=base)], dim=-1)
 
@@ -514,7 +535,7 @@ def pack_images(
     Image ``b`` of shape ``(C, H_b, W_b)`` becomes ``N_b = (H_b/p)(W_b/p)`` tokens in
     :func:`patchify`'s order; the streams are concatenated, and ``cu_seqlens`` marks where each
     image starts, so :func:`minilib.packing.varlen_attention` (``causal=False``) lets each
-    image attend only to itself.
+    image attend only to itself. Implements (vit-pack).
 
     Args:
         images: a non-empty list of ``(C, H_b, W_b)`` tensors, same ``C``, dtype and device,
@@ -570,14 +591,25 @@ def margin_logits(
     :math:`s\\cos\\theta_j`; the target class ``y = labels[b]`` gets :math:`s\\,\\psi(\\theta_y)`:
 
     - ``"arcface"`` (additive angular, default ``m = 0.5``): :math:`\\psi = \\cos(\\theta + m)` if
-      :math:`\\theta + m \\le \\pi`, else :math:`\\cos\\theta - m\\sin m` (keeps ψ decreasing in θ).
+      :math:`\\theta + m \\le \\pi`, else :math:`\\cos\\theta - m\\sin m` (keeps ψ decreasing in θ
+      for ``m <= pi/2``; larger ``m`` is accepted but ψ may then jump up at the switch).
     - ``"cosface"`` (additive cosine, default ``m = 0.35``): :math:`\\psi = \\cos\\theta - m`.
     - ``"sphereface"`` (multiplicative angular, integer ``m``, default 4):
       :math:`\\psi = (-1)^k\\cos(m\\theta) - 2k` for :math:`\\theta \\in [k\\pi/m, (k+1)\\pi/m]`,
       which is monotone decreasing on :math:`[0, \\pi]`.
 
-    The gradient of ``acos`` is infinite at exactly ``±1``; ArcFace and SphereFace logits are
-    therefore not differentiable where a target cosine is exactly ±1 (after clamping).
+    Nothing differentiates through ``acos`` (whose derivative is infinite at ``±1``): θ only
+    selects the branch (ArcFace) or the piece ``k`` (SphereFace), without gradient. ArcFace's
+    :math:`\\cos(\\theta + m)` is evaluated as :math:`\\cos\\theta\\cos m - \\sin\\theta\\sin m`
+    with :math:`\\sin\\theta = \\sqrt{\\max(1 - \\cos^2\\theta, \\epsilon)}` (``ε`` the dtype's
+    smallest normal number, so the value is exact to rounding and the gradient is finite; at
+    exactly ``cos = 1`` the floor passes no gradient to the square root and autograd returns
+    ``s cos m``, a finite stand-in for the true derivative, which is infinite there, while just
+    inside it returns the true, large :math:`s\\sin(\\theta + m)/\\sin\\theta`); SphereFace's
+    :math:`\\cos(m\\theta) = T_m(\\cos\\theta)` is the Chebyshev polynomial, evaluated by its
+    recurrence for any integer ``m >= 1``: its gradient is the true derivative everywhere
+    (:math:`s m^2` at θ = 0). A non-integer ``m`` is rejected. Implements (margin-losses-arcface),
+    (margin-losses-cosface), (margin-losses-sphereface) and (margin-losses-logits).
 
     Args:
         cos: ``(B, K)`` floating cosines.
@@ -617,14 +649,264 @@ def margin_logits(
     c = cos.clamp(-1.0, 1.0)
     ct = c.gather(1, labels.long()[:, None])  # (B, 1) target cosines
     if kind == "cosface":
-        psi = ct - m
+        psi = ct - m  # (margin-losses-cosface)
     else:
-        theta = torch.acos(ct)
-        if kind == "arcface":
-            psi = torch.where(theta + m <= math.pi, torch.cos(theta + m), ct - m * math.sin(m))
-        else:
-            k = torch.floor(theta * m / math.pi).clamp(max=m - 1).detach()  # theta = pi lies in the last piece
-            sign = 1.0 - 2.0 * torch.remainder(k, 2)
-            psi = sign * torch.cos(m * theta) - 2.0 * k
+        with torch.no_grad():  # theta picks a branch / piece only; acos' gradient is infinite at +-1
+            theta = torch.acos(ct)
+        if kind == "arcface":  # (margin-losses-arcface)
+            sin_t = torch.sqrt((1 - ct * ct).clamp_min(torch.finfo(ct.dtype).tiny))
+            cos_tm = ct * math.cos(m) - sin_t * math.sin(m)  # cos(theta + m)
+            psi = torch.where(theta + m <= math.pi, cos_tm, ct - m * math.sin(m))
+        else:  # (margin-losses-sphereface)
+            k = torch.floor(theta * m / math.pi).clamp(0, m - 1)  # theta = pi lies in the last piece
+            t_prev, t_cur = torch.ones_like(ct), ct  # Chebyshev T_0, T_1: T_m(cos theta) = cos(m theta)
+            for _ in range(m - 1):
+                t_prev, t_cur = t_cur, 2 * ct * t_cur - t_prev
+            sign = 1.0 - 2.0 * torch.remainder(k, 2)  # (-1)^k
+            psi = sign * t_cur - 2.0 * k
     out = c.scatter(1, labels.long()[:, None], psi)
-    return s * out
+    return s * out  # (margin-losses-logits)
+
+
+# ---------------------------------------------------------------------------------------------
+# Vision Transformers (chapter vit): 2D sinusoidal positions and a tiny ViT
+
+
+def sincos_pos_embed_2d(rows: torch.Tensor, cols: torch.Tensor, dim: int, *, base: float = 10000.0) -> torch.Tensor:
+    """Fixed 2D sinusoidal position embedding: half the features encode the row, half the column.
+
+    ``out = [sinusoidal(rows, dim/2), sinusoidal(cols, dim/2)]`` with
+    :func:`minilib.nn.sinusoidal_embedding` (sine and cosine interleaved, frequencies
+    :math:`\\omega_i = \\mathrm{base}^{-2i/(\\mathrm{dim}/2)}`), the axial layout of MAE and of
+    many ViT codebases. Positions may be fractional (a point between grid cells).
+    Implements (vit-sincos2d).
+
+    Args:
+        rows, cols: ``(T,)`` integer or floating tensors, same shape.
+        dim: embedding width, divisible by 4.
+        base: the frequency base, positive.
+
+    Returns:
+        ``(T, dim)``: float32 for integer positions, otherwise the dtype of ``rows``; on the
+        device of ``rows``.
+
+    >>> sincos_pos_embed_2d(torch.tensor([0]), torch.tensor([0]), 4).tolist()   # sin 0, cos 0 twice
+    [[0.0, 1.0, 0.0, 1.0]]
+    """
+    from .nn import sinusoidal_embedding
+
+    for name, t in (("rows", rows), ("cols", cols)):
+        if not isinstance(t, torch.Tensor) or t.dtype == torch.bool or t.is_complex():
+            raise TypeError(f"{name} must be an integer or real floating tensor")
+        if t.dim() != 1:
+            raise ValueError(f"{name} must have shape (T,), got {tuple(t.shape)}")
+    if rows.shape != cols.shape:
+        raise ValueError(f"rows and cols must have the same shape, got {tuple(rows.shape)} and {tuple(cols.shape)}")
+    if not isinstance(dim, int) or isinstance(dim, bool) or dim <= 0 or dim % 4:
+        raise ValueError(f"dim must be a positive int divisible by 4, got {dim!r}")
+    return torch.cat([sinusoidal_embedding(rows, dim // 2, base=base),
+                      sinusoidal_embedding(cols.to(rows.dtype), dim // 2, base=base)], dim=-1)
+
+
+def _grid_positions(gh: int, gw: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column of each token of a ``gh x gw`` grid in row-major order, each ``(gh*gw,)``."""
+    n = torch.arange(gh * gw, device=device)
+    return n // gw, n % gw
+
+
+class _ViTBlock(nn.Module):
+    """Pre-norm block ``x + MHA(LN x)``, ``x + MLP(LN x)``; 2D RoPE on the grid tokens' q and k if asked."""
+
+    def __init__(self, d: int, heads: int, d_ff: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv, self.out = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.mlp = nn.Sequential(nn.Linear(d, d_ff), nn.GELU(), nn.Linear(d_ff, d))
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None, n_prefix: int,
+                cu_seqlens: torch.Tensor | None = None, weights: list | None = None) -> torch.Tensor:
+        B, N, D = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(B, N, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        if rope is not None:  # rotate the grid tokens only; prefix tokens (a class token) stay unrotated
+            q = torch.cat([q[..., :n_prefix, :], rope_2d(q[..., n_prefix:, :], *rope)], dim=-2)
+            k = torch.cat([k[..., :n_prefix, :], rope_2d(k[..., n_prefix:, :], *rope)], dim=-2)
+        if cu_seqlens is not None:  # packed stream: each image attends to itself only
+            from .packing import varlen_attention
+
+            a = varlen_attention(q, k, v, cu_seqlens, causal=False)
+        elif weights is not None:  # written out, to keep the attention maps
+            w = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)  # (B, H, N, N)
+            weights.append(w)
+            a = w @ v
+        else:
+            a = F.scaled_dot_product_attention(q, k, v)
+        x = x + self.out(a.transpose(1, 2).reshape(B, N, D))  # (B, N, D)
+        return x + self.mlp(self.norm2(x))
+
+
+class TinyViT(nn.Module):
+    """A small Vision Transformer: patchify, embed, add positions, pre-norm blocks, pool, classify.
+
+    ``images (B, C, H, W)`` are cut by :func:`patchify` into ``N = (H/p)(W/p)`` tokens, embedded
+    by one linear map (the strided convolution of (vit-patch-embed)), given positions, passed
+    through ``depth`` pre-norm Transformer blocks and a final LayerNorm, pooled, and mapped to
+    ``n_classes`` logits. Implements (vit-input) and (vit-pool).
+
+    - ``pos="learned"``: a learned table for the ``image_size/p`` grid; at another grid it is
+      resampled with :func:`interpolate_pos_embed` (bicubic). ``"sincos2d"``: the fixed
+      :func:`sincos_pos_embed_2d` of each patch's (row, col), added to the tokens.
+      ``"rope2d"``: :func:`rope_2d` on every head's queries and keys (grid tokens only).
+      ``"none"``: no position information (the model is then permutation-equivariant).
+    - ``pool="cls"``: a learned class token is prepended and its final state classifies.
+      ``pool="mean"``: the mean of the final token states.
+
+    Args:
+        image_size: training image side (sets the learned table's grid); divisible by ``patch``.
+        patch, channels, d_model, depth, n_heads, n_classes: positive ints; ``d_model`` divisible
+            by ``n_heads`` (and the head width by 4 for ``"rope2d"``).
+        d_ff: MLP width (default ``2 * d_model``).
+
+    >>> m = TinyViT(image_size=8, patch=4, d_model=16, depth=1, n_heads=2)
+    >>> m(torch.zeros(3, 1, 8, 8)).shape, m(torch.zeros(3, 1, 12, 8)).shape
+    (torch.Size([3, 10]), torch.Size([3, 10]))
+    """
+
+    def __init__(self, *, image_size: int = 16, patch: int = 4, channels: int = 1, d_model: int = 48,
+                 depth: int = 2, n_heads: int = 4, d_ff: int | None = None, n_classes: int = 10,
+                 pos: str = "learned", pool: str = "cls") -> None:
+        super().__init__()
+        image_size, patch, channels = _int(image_size, "image_size", 1), _int(patch, "patch", 1), _int(channels, "channels", 1)
+        d_model, depth, n_heads = _int(d_model, "d_model", 1), _int(depth, "depth", 1), _int(n_heads, "n_heads", 1)
+        n_classes = _int(n_classes, "n_classes", 1)
+        d_ff = 2 * d_model if d_ff is None else _int(d_ff, "d_ff", 1)
+        if pos not in ("learned", "sincos2d", "rope2d", "none"):
+            raise ValueError(f"pos must be 'learned', 'sincos2d', 'rope2d' or 'none', got {pos!r}")
+        if pool not in ("cls", "mean"):
+            raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}")
+        if image_size % patch:
+            raise ValueError(f"image_size ({image_size}) must be divisible by patch ({patch})")
+        if d_model % n_heads:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        if pos == "rope2d" and (d_model // n_heads) % 4:
+            raise ValueError(f"rope2d needs a head width divisible by 4, got {d_model // n_heads}")
+        if pos == "sincos2d" and d_model % 4:
+            raise ValueError(f"sincos2d needs d_model divisible by 4, got {d_model}")
+        self.patch, self.grid, self.pos, self.pool, self.d_model = patch, image_size // patch, pos, pool, d_model
+        self.embed = nn.Linear(patch * patch * channels, d_model)  # = Conv2d(C, d, p, stride=p), (vit-patch-embed)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, d_model)) if pool == "cls" else None
+        self.pos_embed = nn.Parameter(0.02 * torch.randn(self.grid ** 2, d_model)) if pos == "learned" else None
+        self.blocks = nn.ModuleList([_ViTBlock(d_model, n_heads, d_ff) for _ in range(depth)])
+        self.norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, n_classes)
+
+    def _positions(self, z: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+                   grid: tuple[int, int] | None) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        if self.pos == "learned":
+            pe = self.pos_embed
+            if grid != (self.grid, self.grid):
+                pe = interpolate_pos_embed(pe, self.grid, grid)
+            z = z + pe
+        elif self.pos == "sincos2d":
+            z = z + sincos_pos_embed_2d(rows, cols, self.d_model).to(z.dtype)
+        return z, ((rows, cols) if self.pos == "rope2d" else None)
+
+    def forward(self, images: torch.Tensor, *, return_attention: bool = False):
+        """Logits ``(B, n_classes)`` for ``images (B, C, H, W)``; with ``return_attention`` also a list
+        (one per block) of attention weights ``(B, H, T, T)``, ``T = N + 1`` with a class token (index 0)."""
+        float_tensor("images", images)
+        z = self.embed(patchify(images, self.patch))  # (B, N, d)
+        gh, gw = images.shape[-2] // self.patch, images.shape[-1] // self.patch
+        rows, cols = _grid_positions(gh, gw, images.device)
+        z, rope = self._positions(z, rows, cols, (gh, gw))
+        n_prefix = 0
+        if self.cls_token is not None:
+            z = torch.cat([self.cls_token.expand(z.shape[0], -1, -1), z], dim=1)  # (B, 1 + N, d)
+            n_prefix = 1
+        weights: list | None = [] if return_attention else None
+        for blk in self.blocks:
+            z = blk(z, rope, n_prefix, weights=weights)
+        z = self.norm(z)
+        logits = self.head(z[:, 0] if self.pool == "cls" else z.mean(dim=1))  # (vit-pool)
+        return (logits, weights) if return_attention else logits
+
+    def forward_packed(self, tokens: torch.Tensor, positions: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, n_classes)`` for a packed stream from :func:`pack_images` (NaViT-style).
+
+        Needs ``pool="mean"`` (pooling per image) and ``pos`` in ``"rope2d"``, ``"sincos2d"``,
+        ``"none"`` (positions come from ``positions``, the (row, col) of each patch in its image).
+        Attention is :func:`minilib.packing.varlen_attention` with ``causal=False``, so each image
+        attends only to itself: the result equals running :meth:`forward` on each image alone.
+        """
+        if self.pool != "mean" or self.pos == "learned":
+            raise ValueError("forward_packed needs pool='mean' and pos in ('rope2d', 'sincos2d', 'none'), "
+                             f"got pool={self.pool!r}, pos={self.pos!r}")
+        float_tensor("tokens", tokens)
+        if tokens.dim() != 2 or positions.dim() != 2 or positions.shape != (tokens.shape[0], 2):
+            raise ValueError(f"tokens must be (N, p*p*C) and positions (N, 2), got {tuple(tokens.shape)} and "
+                             f"{tuple(positions.shape)}")
+        from .packing import segment_ids
+
+        z = self.embed(tokens)[None]  # (1, N, d): the stream is one long sequence
+        z, rope = self._positions(z, positions[:, 0], positions[:, 1], None)
+        for blk in self.blocks:
+            z = blk(z, rope, 0, cu_seqlens=cu_seqlens)
+        z = self.norm(z)[0]  # (N, d)
+        seg = segment_ids(cu_seqlens)
+        counts = torch.diff(cu_seqlens).to(z.dtype)[:, None]  # (B, 1)
+        pooled = z.new_zeros(counts.shape[0], z.shape[1]).index_add(0, seg, z) / counts  # mean per image
+        return self.head(pooled)
+
+
+# ---------------------------------------------------------------------------------------------
+# deformable convolution as a module (chapter: deformable-conv)
+
+
+class DeformConv2d(nn.Module):
+    """A deformable convolution whose offsets (and, if ``modulated``, masks) come from a plain conv.
+
+    As in Dai et al. (v1) and Zhu et al. (v2): the offset branch is an ``nn.Conv2d`` over the
+    *same* input with the same kernel size, stride, padding and dilation as the main kernel, so
+    its output ``(B, 2*kh*kw [+ kh*kw], H_out, W_out)`` lines up with the output grid. It is
+    initialised to zero, so a fresh layer samples the rigid grid (offsets 0) and, if modulated,
+    weights every tap by ``sigmoid(0) = 0.5``; the mask is ``sigmoid`` of the last ``kh*kw``
+    channels. ``forward(x)`` returns ``(B, C_out, H_out, W_out)``; ``offsets(x)`` returns
+    ``(offset, mask)`` (mask None without modulation), in torchvision's layout: ``offset[:, 2k]``
+    is :math:`\\Delta y_k` and ``offset[:, 2k+1]`` is :math:`\\Delta x_k` for the row-major tap
+    ``k``. Implements (dcn-deform) with offsets predicted as in (dcn-offset-branch), and
+    (dcn-modulated) when ``modulated``.
+
+    >>> layer = DeformConv2d(2, 3, 3, padding=1)
+    >>> x = torch.randn(1, 2, 6, 6)
+    >>> ref = F.conv2d(x, layer.weight, layer.bias, padding=1)
+    >>> torch.allclose(layer(x), ref, atol=1e-5)  # zero-initialised offsets: a plain convolution
+    True
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int | tuple[int, int] = 3,
+                 stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
+                 dilation: int | tuple[int, int] = 1, bias: bool = True, modulated: bool = False) -> None:
+        super().__init__()
+        in_ch, out_ch = _int(in_ch, "in_ch", 1), _int(out_ch, "out_ch", 1)
+        kh, kw = _pair(kernel, "kernel", 1)
+        self.stride, self.padding = _pair(stride, "stride", 1), _pair(padding, "padding", 0)
+        self.dilation, self.modulated = _pair(dilation, "dilation", 1), bool(modulated)
+        self.weight = nn.Parameter(torch.empty(out_ch, in_ch, kh, kw))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Conv2d's default
+        self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
+        n_out = (3 if self.modulated else 2) * kh * kw
+        self.offset_conv = nn.Conv2d(in_ch, n_out, (kh, kw), self.stride, self.padding, self.dilation)
+        nn.init.zeros_(self.offset_conv.weight)  # start on the rigid grid, as in the papers
+        nn.init.zeros_(self.offset_conv.bias)
+
+    def offsets(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(offset (B, 2K, H_out, W_out), mask (B, K, H_out, W_out) or None)``, ``K = kh*kw``."""
+        z = self.offset_conv(x)
+        K = self.weight.shape[2] * self.weight.shape[3]
+        if not self.modulated:
+            return z, None
+        return z[:, : 2 * K], torch.sigmoid(z[:, 2 * K:])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        offset, mask = self.offsets(x)
+        return deform_conv2d(x, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask)
