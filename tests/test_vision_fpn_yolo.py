@@ -8,8 +8,6 @@ on the decoded output of a (noisy) YOLO head.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 import random
 from fractions import Fraction
@@ -332,30 +330,10 @@ def test_average_precision_exercise_example():
 
 
 def cocoeval_stats(preds, targets):
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
+    """pycocotools' summary numbers, from the COCOeval driver shared with tests/test_detection.py."""
+    from test_detection import cocoeval
 
-    def xywh(b):
-        return [b[0], b[1], b[2] - b[0], b[3] - b[1]]
-
-    cats = sorted({int(c) for t in targets for c in t["labels"]} | {int(c) for p in preds for c in p["labels"]})
-    gt = {"images": [{"id": i + 1} for i in range(len(targets))], "categories": [{"id": c} for c in cats], "annotations": []}
-    for i, t in enumerate(targets):
-        for b, c in zip(t["boxes"].tolist(), t["labels"].tolist()):
-            bb = xywh(b)
-            gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": i + 1, "category_id": c,
-                                      "bbox": bb, "area": bb[2] * bb[3], "iscrowd": 0})
-    res = [{"image_id": i + 1, "category_id": c, "bbox": xywh(b), "score": s}
-           for i, p in enumerate(preds) for b, s, c in zip(p["boxes"].tolist(), p["scores"].tolist(), p["labels"].tolist())]
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO()
-        coco.dataset = gt
-        coco.createIndex()
-        E = COCOeval(coco, coco.loadRes(res), "bbox")
-        E.evaluate()
-        E.accumulate()
-        E.summarize()
-    return E.stats
+    return cocoeval(preds, targets).stats
 
 
 @pytest.mark.parametrize("noise", [0.3, 1.0, 2.0])
