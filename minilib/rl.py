@@ -42,12 +42,15 @@ __all__ = [
     "bellman_optimality_operator",
     "cliff_walking",
     "discounted_returns",
+    "double_q_update",
     "epsilon_greedy",
     "greedy_policy",
+    "importance_sampling",
     "incremental_mean",
     "mc_basic",
     "mc_control",
     "mc_evaluation",
+    "off_policy_episodes",
     "policy_evaluation",
     "policy_iteration",
     "q_learning",
@@ -757,7 +760,7 @@ def discounted_returns(rewards: Any, gamma: float) -> np.ndarray:
     """The returns ``G_t = sum_k gamma^k r_{t+k+1}`` of every step of one episode; shape ``(T,)``.
 
     ``rewards[t]`` is the reward received after the action at step ``t``. Computed backwards with
-    ``G_t = r_{t+1} + gamma G_{t+1}``. Implements (bellman-return).
+    ``G_t = r_{t+1} + gamma G_{t+1}``. Implements (bellman-return) through the recursion (bellman-return-recursion).
 
     >>> discounted_returns([1.0, 1.0, 1.0], 0.5).tolist()
     [1.75, 1.5, 1.0]
@@ -1222,3 +1225,219 @@ def q_learning(
     """
     return _td_control(env, n_episodes=n_episodes, alpha=alpha, epsilon=epsilon, start=start,
                        max_steps=max_steps, q0=q0, off_policy=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Off-policy evaluation by importance sampling (chapter: monte-carlo)
+# --------------------------------------------------------------------------------------------
+
+
+def off_policy_episodes(
+    env: Environment,
+    target: Any,
+    behaviour: Any,
+    *,
+    n_episodes: int,
+    episode_length: int,
+    start: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run ``behaviour`` and return each episode's importance-sampling ratio and return.
+
+    Episode ``i`` starts in ``start``, follows ``behaviour`` for ``episode_length`` steps (fewer
+    if it enters a terminal state), and yields the trajectory ratio
+    ``rho_i = prod_t target[s_t, a_t] / behaviour[s_t, a_t]`` (the transition probabilities
+    cancel, so no model is needed) and its discounted return ``G_i = sum_t gamma^t r_{t+1}``.
+    Implements (monte-carlo-is-ratio).
+
+    Args:
+        env: the environment (its generator draws the episodes).
+        target: the policy ``pi`` to evaluate, shape ``(S, A)``.
+        behaviour: the policy ``b`` that acts, shape ``(S, A)``; it must *cover* ``pi``:
+            ``pi(a|s) > 0`` implies ``b(a|s) > 0`` in every non-terminal state.
+        n_episodes: number of episodes, ``>= 1``.
+        episode_length: the most steps per episode, ``>= 1``.
+        start: the start state ``s0``.
+
+    Returns:
+        ``(rho, G)``, both shape ``(n_episodes,)``, ``float64``. ``mean(rho * G)`` is the ordinary
+        estimate of the (truncated) ``v_pi(s0)``; see :func:`importance_sampling`.
+
+    Raises:
+        ValueError: if ``b`` does not cover ``pi``, or on a bad count, length or start state.
+
+    >>> m = MDP([[[1.0], [1.0]]], [[1.0, 0.0]], 0.5)  # one state; action 0 pays 1, action 1 pays 0
+    >>> env = Environment(m, np.random.default_rng(0))
+    >>> rho, G = off_policy_episodes(env, [[1.0, 0.0]], [[0.5, 0.5]], n_episodes=3, episode_length=1, start=0)
+    >>> sorted(set(zip(rho.tolist(), G.tolist())))  # action 0: ratio 1/0.5 = 2, return 1
+    [(0.0, 0.0), (2.0, 1.0)]
+    """
+    env = _check_env(env)
+    mdp = env.mdp
+    pi = mdp.check_policy(target)
+    b = mdp.check_policy(behaviour)
+    for name, n in (("n_episodes", n_episodes), ("episode_length", episode_length)):
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"{name} must be a positive int, got {n!r}")
+    if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or not 0 <= start < mdp.S:
+        raise ValueError(f"start must be a state in 0..{mdp.S - 1}, got {start!r}")
+    uncovered = (pi > 0) & (b <= 0) & ~mdp.terminal[:, None]
+    if uncovered.any():
+        s, a = (int(i) for i in np.argwhere(uncovered)[0])
+        raise ValueError(
+            f"behaviour does not cover target: target[{s}, {a}] = {pi[s, a]:.3g} > 0 but behaviour[{s}, {a}] = 0 "
+            "(importance sampling needs b(a|s) > 0 wherever pi(a|s) > 0)"
+        )
+    # b = 0 actions are never drawn. Plain lists and an inlined episode loop (the same draws as
+    # Environment.episode): per-step NumPy calls would dominate the run time.
+    ratio = np.divide(pi, b, out=np.zeros_like(pi), where=b > 0).tolist()
+    b_cdf = env.policy_cdf(b)
+    terminal = mdp.terminal.tolist()
+    gamma = mdp.gamma
+    rho, G = np.empty(n_episodes), np.empty(n_episodes)
+    for i in range(n_episodes):
+        s, w, g, disc = int(start), 1.0, 0.0, 1.0
+        for _ in range(int(episode_length)):
+            if terminal[s]:
+                break
+            a = env.action(b_cdf, s)
+            s_next, r = env.step(s, a)
+            w *= ratio[s][a]
+            g += disc * r
+            disc *= gamma
+            s = s_next
+        rho[i], G[i] = w, g
+    return rho, G
+
+
+def importance_sampling(ratios: Any, returns: Any, *, weighted: bool = False) -> float:
+    """Ordinary or weighted importance-sampling estimate of ``v_pi`` from behaviour episodes.
+
+    Ordinary: ``sum_i rho_i G_i / n``, unbiased, implements (monte-carlo-ois). Weighted:
+    ``sum_i rho_i G_i / sum_i rho_i``, biased but consistent, with weights ``rho_i / sum_j rho_j``
+    in ``[0, 1]``, implements (monte-carlo-wis); it is 0 when every ``rho_i`` is 0 (no episode
+    the target policy could have produced).
+
+    Args:
+        ratios: the trajectory ratios ``rho_i >= 0``, shape ``(n,)``.
+        returns: the returns ``G_i``, shape ``(n,)``.
+        weighted: use the weighted estimator.
+
+    >>> importance_sampling([2.0, 0.0, 2.0, 0.0], [1.0, 5.0, 3.0, 0.0])
+    2.0
+    >>> importance_sampling([2.0, 0.0, 2.0, 0.0], [1.0, 5.0, 3.0, 0.0], weighted=True)
+    2.0
+    >>> importance_sampling([3.0, 1.0], [1.0, 0.0]), importance_sampling([3.0, 1.0], [1.0, 0.0], weighted=True)
+    (1.5, 0.75)
+    """
+    rho = _as_float_array(ratios, "ratios")
+    g = _as_float_array(returns, "returns")
+    if rho.ndim != 1 or rho.size == 0:
+        raise ValueError(f"ratios must have shape (n,) with n >= 1, got {rho.shape}")
+    if g.shape != rho.shape:
+        raise ValueError(f"returns must have the shape of ratios {rho.shape}, got {g.shape}")
+    if not (np.isfinite(rho).all() and np.isfinite(g).all()):
+        raise ValueError("ratios and returns must be finite")
+    if (rho < 0).any():
+        raise ValueError("ratios must be non-negative (they are products of probability ratios)")
+    if not weighted:
+        return float((rho * g).mean())
+    total = float(rho.sum())
+    return float((rho * g).sum() / total) if total > 0 else 0.0
+
+
+# --- td-learning (depth, issue 16): maximisation bias and double Q-learning -----------------------
+
+
+def double_q_update(
+    q1: Any,
+    q2: Any,
+    s: Any,
+    a: Any,
+    r: Any,
+    s_next: Any,
+    done: Any,
+    update_first: Any,
+    *,
+    alpha: float,
+    gamma: float = 1.0,
+    active: Any = None,
+) -> tuple[Any, Any]:
+    """One double Q-learning step for a batch of independent runs (torch).
+
+    Implements (td-learning-double-q): in run ``n``, if ``update_first[n]`` the first table moves
+    towards ``r + gamma * q2[s', argmax_a' q1[s', a']]``, otherwise the second table moves towards
+    ``r + gamma * q1[s', argmax_a' q2[s', a']]``: one table picks the action, the other evaluates
+    it. Passing the same tensor as ``q1`` and ``q2`` with ``update_first`` all true gives the
+    Q-learning step (td-learning-q-learning), since then ``q2[s', argmax q1[s']] = max q1[s']``.
+
+    Args:
+        q1, q2: action values of shape ``(N, S, A)`` for ``N`` runs (same shape, dtype, device).
+            Entries for actions that do not exist in a state may be ``-inf``; they are never
+            chosen by the argmax unless a whole row is ``-inf`` (a terminal state, which the
+            target ignores when ``done``).
+        s, a, s_next: ``(N,)`` integer tensors, the transition ``s -a-> s_next`` of each run.
+        r: ``(N,)`` rewards. done: ``(N,)`` bool, true when ``s_next`` is terminal (value 0).
+        update_first: ``(N,)`` bool, which table each run updates (a fair coin in the algorithm).
+        alpha: step size in ``(0, 1]``. gamma: discount in ``[0, 1]``.
+        active: optional ``(N,)`` bool; runs where it is false are left unchanged.
+
+    Returns:
+        New tensors ``(q1, q2)`` (the inputs are not modified). Greedy ties go to the lowest
+        action index.
+
+    >>> import torch
+    >>> q1 = torch.tensor([[[0.0, 0.0], [1.0, 3.0]]])   # 1 run, 2 states, 2 actions
+    >>> q2 = torch.tensor([[[0.0, 0.0], [2.0, -1.0]]])
+    >>> one = torch.tensor([1]); zero = torch.tensor([0])
+    >>> n1, n2 = double_q_update(q1, q2, zero, zero, torch.tensor([0.5]), one,
+    ...                          torch.tensor([False]), torch.tensor([True]), alpha=1.0)
+    >>> float(n1[0, 0, 0])   # 0.5 + q2[1, argmax q1[1]] = 0.5 + q2[1, 1] = -0.5
+    -0.5
+    """
+    import torch
+
+    if not (isinstance(q1, torch.Tensor) and isinstance(q2, torch.Tensor)):
+        raise TypeError(f"q1 and q2 must be torch tensors, got {type(q1).__name__} and {type(q2).__name__}")
+    if q1.dim() != 3 or q1.shape != q2.shape:
+        raise ValueError(f"q1 and q2 must have the same shape (N, S, A), got {tuple(q1.shape)} and {tuple(q2.shape)}")
+    if q1.dtype != q2.dtype or q1.device != q2.device or not q1.is_floating_point():
+        raise TypeError("q1 and q2 must be floating tensors with the same dtype and device")
+    if not 0.0 < float(alpha) <= 1.0:
+        raise ValueError(f"alpha must be in (0, 1], got {alpha}")
+    if not 0.0 <= float(gamma) <= 1.0:
+        raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+    n, n_states, n_actions = q1.shape
+    if active is None:
+        active = torch.ones(n, dtype=torch.bool, device=q1.device)
+
+    def _vec(x: Any, name: str, kind: str) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or x.shape != (n,):
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"{name} must be a torch tensor of shape ({n},), got {got}")
+        if kind == "int" and (x.is_floating_point() or x.dtype == torch.bool):
+            raise TypeError(f"{name} must be an integer tensor, got {x.dtype}")
+        if kind == "bool" and x.dtype != torch.bool:
+            raise TypeError(f"{name} must be a bool tensor, got {x.dtype}")
+        return x.to(q1.device)
+
+    s, a, s_next = (_vec(x, nm, "int") for x, nm in ((s, "s"), (a, "a"), (s_next, "s_next")))
+    done, update_first, active = (_vec(x, nm, "bool") for x, nm in
+                                  ((done, "done"), (update_first, "update_first"), (active, "active")))
+    r = _vec(r, "r", "float").to(q1.dtype)
+    for x, nm, hi in ((s, "s", n_states), (s_next, "s_next", n_states), (a, "a", n_actions)):
+        if ((x < 0) | (x >= hi)).any():
+            raise ValueError(f"{nm} must lie in [0, {hi - 1}]")
+
+    idx = torch.arange(n, device=q1.device)
+    # the table being updated picks the action at s', the other one evaluates it
+    picker = torch.where(update_first[:, None], q1[idx, s_next], q2[idx, s_next])      # (N, A)
+    judge = torch.where(update_first[:, None], q2[idx, s_next], q1[idx, s_next])
+    a_star = picker.argmax(dim=1)
+    boot = judge[idx, a_star]
+    target = r + gamma * torch.where(done, torch.zeros_like(boot), boot)
+    new1, new2 = q1.clone(), q2.clone()
+    for table, new, mine in ((q1, new1, update_first), (q2, new2, ~update_first)):
+        m = active & mine
+        old = table[idx, s, a]
+        new[idx[m], s[m], a[m]] = (old + alpha * (target - old))[m]
+    return new1, new2

@@ -486,3 +486,234 @@ def test_stochastic_approximation_bad_input() -> None:
         rl.incremental_mean(np.zeros(0))
     with pytest.raises(ValueError, match="non-negative"):
         rl.robbins_monro(lambda w, k: w, 0.0, [-0.1])
+
+
+# --- off-policy evaluation by importance sampling (chapter: monte-carlo) -----------------------
+
+
+def _l_step_value(mdp: rl.MDP, policy: np.ndarray, L: int) -> np.ndarray:
+    v = np.zeros(mdp.S)
+    for _ in range(L):
+        v = rl.bellman_operator(mdp, v, policy)
+    return v
+
+
+def test_off_policy_episodes_match_replayed_episodes() -> None:
+    # the same seed replays the same draws through Environment.episode; rho and G recomputed by hand
+    mdp = random_mdp(3)
+    pi, b = random_policy(1, mdp.S, mdp.A), random_policy(2, mdp.S, mdp.A)
+    rho, G = rl.off_policy_episodes(rl.Environment(mdp, np.random.default_rng(7)), pi, b,
+                                    n_episodes=50, episode_length=6, start=1)
+    env = rl.Environment(mdp, np.random.default_rng(7))
+    for i in range(50):
+        s, a, r = env.episode(b, 1, 6)
+        assert rho[i] == pytest.approx(np.prod(pi[s, a] / b[s, a]), rel=1e-12)
+        assert G[i] == pytest.approx(rl.discounted_returns(r, mdp.gamma)[0], rel=1e-12, abs=1e-12)
+
+
+def _brute_force_moments(mdp: rl.MDP, pi: np.ndarray, b: np.ndarray, L: int, s0: int) -> dict:
+    # exact sums over every trajectory of L steps (no terminal states): Pr_pi and Pr_b built separately
+    out = dict.fromkeys(["rho_G", "rho", "rho_sq", "pi_rho"], 0.0)
+    for acts in itertools.product(range(mdp.A), repeat=L):
+        for nxt in itertools.product(range(mdp.S), repeat=L):
+            s, prob_b, prob_pi, g = s0, 1.0, 1.0, 0.0
+            for t in range(L):
+                a, s2 = acts[t], nxt[t]
+                prob_b *= b[s, a] * mdp.P[s, a, s2]
+                prob_pi *= pi[s, a] * mdp.P[s, a, s2]
+                g += mdp.gamma ** t * mdp.R_sas[s, a, s2]
+                s = s2
+            if prob_b > 0:
+                rho = prob_pi / prob_b           # the ratio of the trajectory probabilities, model included
+                out["rho_G"] += prob_b * rho * g
+                out["rho"] += prob_b * rho
+                out["rho_sq"] += prob_b * rho**2
+                out["pi_rho"] += prob_pi * rho
+    return out
+
+
+def test_importance_sampling_brute_force_unbiased() -> None:
+    # E_b[rho G] over all trajectories equals the exact L-step value of pi; E_b[rho] = 1;
+    # E_b[rho^2] = E_pi[rho] >= 1
+    mdp = random_mdp(5, S=3, A=2, gamma=0.9)
+    pi, L, s0 = random_policy(3, 3, 2), 3, 0
+    for b in (random_policy(4, 3, 2), np.full((3, 2), 0.5)):
+        m = _brute_force_moments(mdp, pi, b, L, s0)
+        assert m["rho_G"] == pytest.approx(_l_step_value(mdp, pi, L)[s0], rel=1e-10)
+        assert m["rho"] == pytest.approx(1.0, rel=1e-12)
+        assert m["rho_sq"] == pytest.approx(m["pi_rho"], rel=1e-10) and m["rho_sq"] > 1.0
+    # the implementation's ratios (policy factors only) have these exact moments; with the uniform
+    # b the ratios are light-tailed (E_b[rho^2] is small), so 5 sample SEs is a reliable bound
+    rho, G = rl.off_policy_episodes(rl.Environment(mdp, np.random.default_rng(1)), pi, b,
+                                    n_episodes=20_000, episode_length=L, start=s0)
+    for x, exact in ((rho, 1.0), (rho**2, m["rho_sq"]), (rho * G, m["rho_G"])):
+        assert abs(x.mean() - exact) < 5 * x.std() / np.sqrt(x.size)
+
+
+def test_importance_sampling_estimates_statistically() -> None:
+    mdp = random_mdp(8)
+    pi, b = random_policy(5, mdp.S, mdp.A), random_policy(6, mdp.S, mdp.A)
+    L, s0 = 4, 2
+    exact = _l_step_value(mdp, pi, L)[s0]
+    rho, G = rl.off_policy_episodes(rl.Environment(mdp, np.random.default_rng(0)), pi, b,
+                                    n_episodes=20_000, episode_length=L, start=s0)
+    x = rho * G
+    assert abs(rl.importance_sampling(rho, G) - exact) < 5 * x.std() / np.sqrt(x.size)
+    assert rho.mean() == pytest.approx(1.0, abs=5 * rho.std() / np.sqrt(rho.size))  # E_b[rho] = 1
+    # weighted IS is consistent: with 20,000 episodes its O(1/n) bias is far below this tolerance
+    assert rl.importance_sampling(rho, G, weighted=True) == pytest.approx(exact, abs=10 * x.std() / np.sqrt(x.size))
+
+
+def test_importance_sampling_closed_forms_and_torch_input() -> None:
+    rho, g = torch.tensor([0.5, 2.0, 0.0]), torch.tensor([4.0, 1.0, 7.0])
+    assert rl.importance_sampling(rho, g) == pytest.approx((2.0 + 2.0) / 3)
+    assert rl.importance_sampling(rho, g, weighted=True) == pytest.approx(4.0 / 2.5)
+    assert rl.importance_sampling([0.0, 0.0], [1.0, 2.0], weighted=True) == 0.0
+
+
+def test_off_policy_bad_input() -> None:
+    mdp = random_mdp(1, S=2, A=2)
+    env = rl.Environment(mdp, np.random.default_rng(0))
+    pi = np.array([[1.0, 0.0], [0.5, 0.5]])
+    with pytest.raises(ValueError, match="does not cover"):
+        rl.off_policy_episodes(env, pi, [[0.0, 1.0], [0.5, 0.5]], n_episodes=1, episode_length=1, start=0)
+    for kw in ({"n_episodes": 0}, {"episode_length": -1}, {"start": 5}, {"n_episodes": 2.0}):
+        args = {"n_episodes": 1, "episode_length": 1, "start": 0} | kw
+        with pytest.raises(ValueError):
+            rl.off_policy_episodes(env, pi, pi, **args)
+    with pytest.raises(TypeError, match="env"):
+        rl.off_policy_episodes(mdp, pi, pi, n_episodes=1, episode_length=1, start=0)
+    with pytest.raises(ValueError, match="non-negative"):
+        rl.importance_sampling([-1.0, 1.0], [1.0, 1.0])
+    with pytest.raises(ValueError, match="shape"):
+        rl.importance_sampling([1.0, 1.0], [1.0])
+    with pytest.raises(ValueError, match="shape"):
+        rl.importance_sampling([], [])
+    with pytest.raises(ValueError, match="finite"):
+        rl.importance_sampling([float("nan")], [1.0])
+
+
+# --- td-learning depth (issue 16): double_q_update ------------------------------------------------
+
+
+def _double_q_reference(q1, q2, s, a, r, s_next, done, first, alpha, gamma, active):
+    """Plain-Python loop over runs and actions, written from (td-learning-double-q)."""
+    q1, q2 = q1.tolist(), q2.tolist()
+    for n in range(len(s)):
+        if not active[n]:
+            continue
+        upd, other = (q1, q2) if first[n] else (q2, q1)
+        row = upd[n][s_next[n]]
+        best = max(range(len(row)), key=lambda j: (row[j], -j))  # lowest index among ties
+        boot = 0.0 if done[n] else other[n][s_next[n]][best]
+        old = upd[n][s[n]][a[n]]
+        upd[n][s[n]][a[n]] = old + alpha * (r[n] + gamma * boot - old)
+    return np.array(q1), np.array(q2)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_double_q_update_matches_loop_reference(seed):
+    g = torch.Generator().manual_seed(seed)
+    N, S, A = 7, 4, 3
+    q1 = torch.randn(N, S, A, generator=g, dtype=torch.float64)
+    q2 = torch.randn(N, S, A, generator=g, dtype=torch.float64)
+    q1[0, 2] = 0.5  # a tie in a row, broken towards the lowest index
+    s, a = torch.randint(S, (N,), generator=g), torch.randint(A, (N,), generator=g)
+    s_next = torch.randint(S, (N,), generator=g)
+    r = torch.randn(N, generator=g, dtype=torch.float64)
+    done = torch.rand(N, generator=g) < 0.3
+    first = torch.rand(N, generator=g) < 0.5
+    active = torch.rand(N, generator=g) < 0.8
+    n1, n2 = rl.double_q_update(q1, q2, s, a, r, s_next, done, first, alpha=0.3, gamma=0.9, active=active)
+    e1, e2 = _double_q_reference(q1, q2, s.tolist(), a.tolist(), r.tolist(), s_next.tolist(), done.tolist(),
+                                 first.tolist(), 0.3, 0.9, active.tolist())
+    np.testing.assert_allclose(n1.numpy(), e1, atol=1e-12)
+    np.testing.assert_allclose(n2.numpy(), e2, atol=1e-12)
+    assert n1.dtype == q1.dtype and n1.device == q1.device
+
+
+def test_double_q_update_with_one_table_is_q_learning():
+    # Reference: the scalar Q-learning step (td-learning-q-learning) written out by hand.
+    q = torch.tensor([[[1.0, 2.0], [3.0, -1.0], [0.0, 0.0]]])
+    args = (torch.tensor([0]), torch.tensor([1]), torch.tensor([0.5]), torch.tensor([1]), torch.tensor([False]),
+            torch.tensor([True]))
+    n1, n2 = rl.double_q_update(q, q, *args, alpha=0.5, gamma=0.9)
+    assert n1[0, 0, 1].item() == pytest.approx(2.0 + 0.5 * (0.5 + 0.9 * 3.0 - 2.0))
+    assert torch.equal(n2, q) and torch.equal(q[0, 0, 1], torch.tensor(2.0))  # inputs untouched
+
+
+def test_double_q_update_terminal_rows_of_minus_inf_are_ignored():
+    q = torch.zeros(2, 2, 2)
+    q[:, 1] = -float("inf")
+    n1, _ = rl.double_q_update(q, q.clone(), torch.tensor([0, 0]), torch.tensor([0, 1]), torch.tensor([1.0, -1.0]),
+                               torch.tensor([1, 1]), torch.tensor([True, True]), torch.tensor([True, True]), alpha=1.0)
+    assert n1[0, 0, 0].item() == 1.0 and n1[1, 0, 1].item() == -1.0
+
+
+def test_double_q_learning_is_unbiased_where_q_learning_is_not():
+    # One state with m actions of true value 0 and N(0, 1) rewards, bootstrapped from a second state:
+    # after each action has been tried once into table 1 (resp. into both), the target for (0, 0) is
+    # max of m noisy values for Q-learning (mean e_m > 0) and Q2(argmax Q1) (mean 0) for double.
+    g = torch.Generator().manual_seed(0)
+    N, m = 20_000, 5
+    q1 = torch.zeros(N, 2, m, dtype=torch.float64)
+    q1[:, 1] = torch.randn(N, m, generator=g, dtype=torch.float64)
+    q2 = q1.clone()
+    q2[:, 1] = torch.randn(N, m, generator=g, dtype=torch.float64)
+    zeros, ones = torch.zeros(N, dtype=torch.long), torch.ones(N, dtype=torch.long)
+    no, yes = torch.zeros(N, dtype=torch.bool), torch.ones(N, dtype=torch.bool)
+    single, _ = rl.double_q_update(q1, q1, zeros, zeros, torch.zeros(N, dtype=torch.float64), ones, no, yes, alpha=1.0)
+    double, _ = rl.double_q_update(q1, q2, zeros, zeros, torch.zeros(N, dtype=torch.float64), ones, no, yes, alpha=1.0)
+    x = np.linspace(-10, 10, 100_001)
+    from scipy.special import ndtr
+    e_m = np.trapezoid(x * m * np.exp(-x**2 / 2) / np.sqrt(2 * np.pi) * ndtr(x) ** (m - 1), x)
+    se = 1 / np.sqrt(N)
+    assert abs(single[:, 0, 0].mean().item() - e_m) < 5 * se
+    assert abs(double[:, 0, 0].mean().item()) < 5 * se
+
+
+def test_double_q_update_bad_input():
+    q = torch.zeros(2, 3, 2)
+    i = torch.zeros(2, dtype=torch.long)
+    r = torch.zeros(2)
+    b = torch.zeros(2, dtype=torch.bool)
+    ok = dict(alpha=0.5)
+    with pytest.raises(TypeError, match="torch tensors"):
+        rl.double_q_update(q.numpy(), q, i, i, r, i, b, b, **ok)
+    with pytest.raises(ValueError, match="same shape"):
+        rl.double_q_update(q, torch.zeros(2, 3, 3), i, i, r, i, b, b, **ok)
+    with pytest.raises(TypeError, match="same dtype"):
+        rl.double_q_update(q, q.double(), i, i, r, i, b, b, **ok)
+    with pytest.raises(ValueError, match="alpha"):
+        rl.double_q_update(q, q, i, i, r, i, b, b, alpha=0.0)
+    with pytest.raises(ValueError, match="gamma"):
+        rl.double_q_update(q, q, i, i, r, i, b, b, alpha=0.5, gamma=1.5)
+    with pytest.raises(ValueError, match="shape \\(2,\\)"):
+        rl.double_q_update(q, q, torch.zeros(3, dtype=torch.long), i, r, i, b, b, **ok)
+    with pytest.raises(TypeError, match="integer"):
+        rl.double_q_update(q, q, i.float(), i, r, i, b, b, **ok)
+    with pytest.raises(TypeError, match="bool"):
+        rl.double_q_update(q, q, i, i, r, i, i, b, **ok)
+    with pytest.raises(ValueError, match="s_next must lie"):
+        rl.double_q_update(q, q, i, i, r, torch.tensor([0, 3]), b, b, **ok)
+    with pytest.raises(ValueError, match="a must lie"):
+        rl.double_q_update(q, q, i, torch.tensor([-1, 0]), r, i, b, b, **ok)
+
+
+def test_off_policy_episodes_stop_at_terminal_states() -> None:
+    # monte-carlo (review): a terminal state ends the episode (no ratio factor, no reward after it),
+    # and coverage is not required in terminal rows; the reference is Environment.episode replayed
+    mdp0 = random_mdp(11, S=4, A=2)
+    mdp = rl.MDP(mdp0.P, mdp0.R, mdp0.gamma, terminal=[False, False, True, False])
+    pi, b = random_policy(7, 4, 2), random_policy(8, 4, 2)
+    pi[2], b[2] = [1.0, 0.0], [0.0, 1.0]      # uncovered, but only in the terminal state
+    rho, G = rl.off_policy_episodes(rl.Environment(mdp, np.random.default_rng(3)), pi, b,
+                                    n_episodes=200, episode_length=8, start=0)
+    env = rl.Environment(mdp, np.random.default_rng(3))
+    n_short = 0
+    for i in range(200):
+        s, a, r = env.episode(b, 0, 8)
+        n_short += len(s) < 8
+        assert rho[i] == pytest.approx(np.prod(pi[s, a] / b[s, a]), rel=1e-12)
+        assert G[i] == pytest.approx(rl.discounted_returns(r, mdp.gamma)[0], rel=1e-12, abs=1e-12)
+    assert n_short > 0  # some episodes did end early, so the terminal path was exercised
