@@ -20,7 +20,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["block_diagonal_mask", "pack", "pad", "segment_ids", "unpack", "varlen_attention"]
+__all__ = [
+    "block_diagonal_mask", "pack", "pad", "pad_input", "segment_ids", "unpack", "unpad_input", "varlen_attention",
+]
 
 
 def _check_seqs(seqs: Sequence[torch.Tensor]) -> None:
@@ -196,3 +198,101 @@ def varlen_attention(
             q[..., start:end, :], k[..., start:end, :], v[..., start:end, :], is_causal=causal
         ))
     return torch.cat(out, dim=-2)  # (..., N, d_v)
+
+
+def unpad_input(
+    x: torch.Tensor, attention_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Remove the padding of a ``(B, L, ...)`` batch: gather its valid tokens into one stream.
+
+    Implements (training-memory-unpad): with the valid positions of the flattened
+    ``(B * L)`` grid listed in row-major order as ``indices``, the stream is
+    ``tokens[n] = x.reshape(B * L, ...)[indices[n]]``. For a right-padded batch the stream,
+    its ``cu_seqlens`` and its order are exactly those of :func:`pack` on the unpadded
+    sequences, so it feeds :func:`varlen_attention` directly. Any mask is accepted (left
+    padding, holes); the valid tokens of each row keep their order.
+
+    Args:
+        x: ``(B, L, ...)`` tensor (hidden states, or int64 token ids).
+        attention_mask: ``(B, L)`` bool or integer 0/1 tensor, nonzero at real tokens; every
+            row must hold at least one real token.
+
+    Returns:
+        ``(tokens, indices, cu_seqlens, max_len)``: ``tokens`` of shape ``(N, ...)`` with
+        ``N`` the number of real tokens (dtype and device of ``x``, differentiable);
+        ``indices`` int64 ``(N,)``, increasing, into the flattened ``B * L`` grid;
+        ``cu_seqlens`` int64 ``(B + 1,)``, the cumulative counts of real tokens per row;
+        ``max_len`` the largest row count, a Python int.
+
+    Raises:
+        TypeError: if ``x`` or ``attention_mask`` is not a tensor, or the mask is floating point.
+        ValueError: on mismatched shapes, mask values other than 0/1, or a row with no real token.
+
+    >>> x = torch.tensor([[1, 2, 0], [3, 0, 0]])
+    >>> t, idx, cu, m = unpad_input(x, x != 0)
+    >>> t.tolist(), idx.tolist(), cu.tolist(), m
+    ([1, 2, 3], [0, 1, 3], [0, 2, 3], 2)
+    """
+    if not isinstance(x, torch.Tensor) or x.dim() < 2:
+        raise TypeError("x must be a tensor of shape (B, L, ...)")
+    if not isinstance(attention_mask, torch.Tensor) or attention_mask.is_floating_point() or attention_mask.is_complex():
+        raise TypeError("attention_mask must be a bool or integer tensor of shape (B, L)")
+    if attention_mask.shape != x.shape[:2]:
+        raise ValueError(f"attention_mask must have shape (B, L) = {tuple(x.shape[:2])}, got {tuple(attention_mask.shape)}")
+    if attention_mask.dtype != torch.bool:
+        if not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
+            raise ValueError("attention_mask must hold only 0 and 1")
+        attention_mask = attention_mask != 0
+    attention_mask = attention_mask.to(x.device)
+    counts = attention_mask.sum(dim=1)  # (B,) real tokens per row
+    if not bool((counts > 0).all()):
+        raise ValueError("every row of attention_mask needs at least one real token (empty sequences are not allowed)")
+    indices = torch.nonzero(attention_mask.flatten(), as_tuple=False).flatten()  # (N,) row-major
+    cu_seqlens = F.pad(counts.cumsum(0), (1, 0))  # (B + 1,)
+    tokens = x.reshape(-1, *x.shape[2:]).index_select(0, indices)  # (N, ...)
+    return tokens, indices, cu_seqlens, int(counts.max())
+
+
+def pad_input(tokens: torch.Tensor, indices: torch.Tensor, batch: int, seqlen: int) -> torch.Tensor:
+    """Scatter an unpadded stream back into a zero-padded ``(batch, seqlen, ...)`` batch.
+
+    Implements (training-memory-pad): ``out.reshape(batch * seqlen, ...)[indices[n]] =
+    tokens[n]`` and zero elsewhere, the transpose of the gather of :func:`unpad_input`. So
+    ``unpad_input(pad_input(t, idx, B, L), mask)[0] == t`` and ``pad_input(*unpad_input(x,
+    mask)[:2], B, L) == x`` at the real tokens (zero at padding). Differentiable in ``tokens``.
+
+    Args:
+        tokens: ``(N, ...)`` tensor, e.g. the output of a layer run on ``unpad_input``'s stream.
+        indices: int64 ``(N,)`` distinct positions in ``[0, batch * seqlen)``, as returned by
+            :func:`unpad_input`.
+        batch: the number of rows ``B``.
+        seqlen: the padded length ``L``.
+
+    Returns:
+        ``(batch, seqlen, ...)`` tensor with the dtype and device of ``tokens``.
+
+    Raises:
+        TypeError: if ``tokens`` or ``indices`` is not a tensor, or ``indices`` is not integer.
+        ValueError: on a length mismatch, out-of-range or repeated indices, or ``batch``,
+            ``seqlen`` < 1.
+
+    >>> pad_input(torch.tensor([1, 2, 3]), torch.tensor([0, 1, 3]), 2, 3).tolist()
+    [[1, 2, 0], [3, 0, 0]]
+    """
+    if not isinstance(tokens, torch.Tensor) or tokens.dim() == 0:
+        raise TypeError("tokens must be a tensor of shape (N, ...)")
+    if not isinstance(indices, torch.Tensor) or indices.is_floating_point() or indices.dtype == torch.bool:
+        raise TypeError("indices must be an integer tensor of shape (N,)")
+    for name, v in (("batch", batch), ("seqlen", seqlen)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    if indices.dim() != 1 or indices.shape[0] != tokens.shape[0]:
+        raise ValueError(f"indices must have shape (N,) = ({tokens.shape[0]},), got {tuple(indices.shape)}")
+    if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= batch * seqlen):
+        raise ValueError(f"indices must lie in [0, batch * seqlen) = [0, {batch * seqlen})")
+    if torch.unique(indices).numel() != indices.numel():
+        raise ValueError("indices must be distinct")
+    indices = indices.to(device=tokens.device, dtype=torch.int64)
+    out = tokens.new_zeros((batch * seqlen, *tokens.shape[1:]))
+    out = out.index_copy(0, indices, tokens)  # out-of-place: gradients flow to tokens
+    return out.reshape(batch, seqlen, *tokens.shape[1:])
