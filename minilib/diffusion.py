@@ -24,6 +24,7 @@ __all__ = [
     "ddim_sample",
     "ddim_timesteps",
     "ddpm_sample",
+    "elbo_terms",
     "eps_loss",
 ]
 
@@ -516,3 +517,118 @@ def ddim_sample(
         noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device) if eta > 0 else None
         x = schedule.ddim_step(model(x, tt), tt, t_prev, x, eta=eta, noise=noise)
     return x
+
+
+# ---------------------------------------------------------------------------------------------
+# the variational bound, term by term (DDPM chapter, "The bound in nats")
+def _gauss_kl_iso(mean_q: torch.Tensor, var_q: torch.Tensor, mean_p: torch.Tensor, var_p: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean_q, var_q I) || N(mean_p, var_p I)) per sample; means (B, ...), positive scalar variances."""
+    D = mean_q[0].numel()
+    ratio = var_q / var_p
+    return 0.5 * ((mean_q - mean_p) ** 2).flatten(1).sum(1) / var_p + 0.5 * D * (ratio - 1 - torch.log(ratio))
+
+
+@torch.no_grad()
+def elbo_terms(
+    model: EpsModel,
+    x0: torch.Tensor,
+    schedule: NoiseSchedule,
+    *,
+    variance: str | torch.Tensor = "posterior",
+    decoder_var: float | None = None,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """The terms of the DDPM bound ``L = L_T + sum_t L_{t-1} + L_0``, in nats, per sample.
+
+    Implements (ddpm-elbo-split) with the closed forms (ddpm-prior-term), (ddpm-step-kl) and
+    (ddpm-decoder-term). In the math's 1-based steps (the code's index is one less):
+
+    * ``prior``: ``L_T = KL(N(sqrt(abar_T) x0, (1 - abar_T) I) || N(0, I))``, exact.
+    * ``steps``: ``L_{t-1}`` for math steps ``t = 2..T`` (column ``j`` is math step ``j + 2``,
+      code index ``j + 1``): the KL between the posterior ``q(x_{t-1} | x_t, x0)`` and the
+      model step ``N(mu_theta(x_t, t), sigma_t^2 I)`` with the mean (ddpm-eps-mean), the
+      expectation over ``x_t ~ q(x_t | x0)`` estimated with one draw per sample and step
+      (unbiased).
+    * ``decoder``: ``L_0 = -log N(x0; mu_theta(x_1, 1), decoder_var I)``, one draw of ``x_1``:
+      a Gaussian *density* decoder, so the total bounds ``-log p_theta(x0)`` for a density on
+      ``R^D`` (it can be negative), not a discrete likelihood.
+    * ``total``: the sum, an unbiased estimate of ``L(x0) >= -log p_theta(x0)``.
+
+    The model is called ``T`` times on the batch.
+
+    Args:
+        model: ``model(x_t, t)`` predicting the noise; ``t`` an int64 tensor ``(B,)`` of code indices.
+        x0: clean data ``(B, ...)``; ``D`` is the number of elements per sample.
+        schedule: the noise schedule (``T >= 2``).
+        variance: ``"posterior"`` (``sigma_t^2 = beta_tilde_t``, the chapter's choice),
+            ``"beta"`` (``sigma_t^2 = beta_t``), or a positive tensor ``(T,)`` of per-step
+            variances indexed by code index (entry 0 is unused).
+        decoder_var: variance of the Gaussian decoder ``p_theta(x0 | x1)``; default
+            ``beta_1`` (``betas[0]``).
+        generator: CPU generator for the draws of ``x_t``.
+
+    Returns:
+        dict with ``"prior"`` ``(B,)``, ``"steps"`` ``(B, T-1)``, ``"decoder"`` ``(B,)``,
+        ``"total"`` ``(B,)``, in the dtype and on the device of ``x0``.
+
+    Raises:
+        TypeError: on non-floating ``x0`` or a bad ``variance`` type.
+        ValueError: on a bad ``variance`` string or shape, non-positive variances, or
+            ``decoder_var <= 0``.
+
+    >>> s = NoiseSchedule.linear(T=10, beta_end=0.5)
+    >>> terms = elbo_terms(lambda x, t: torch.zeros_like(x), torch.zeros(3, 2), s)
+    >>> terms["steps"].shape, terms["total"].shape
+    (torch.Size([3, 9]), torch.Size([3]))
+    """
+    _check_data("x0", x0)
+    if schedule.T < 2:
+        raise ValueError(f"schedule must have T >= 2, got T = {schedule.T}")
+    dev = schedule.betas.device
+    if isinstance(variance, str):
+        if variance == "posterior":
+            var = schedule.posterior_variances
+        elif variance == "beta":
+            var = schedule.betas
+        else:
+            raise ValueError(f"variance must be 'posterior', 'beta' or a tensor (T,), got {variance!r}")
+    elif isinstance(variance, torch.Tensor):
+        if not variance.is_floating_point() or variance.shape != (schedule.T,):
+            raise ValueError(f"a variance tensor must be floating with shape ({schedule.T},), got "
+                             f"{variance.dtype} {tuple(variance.shape)}")
+        var = variance.to(device=dev, dtype=torch.float64)
+        if not bool((var[1:] > 0).all()):
+            raise ValueError("variance must be positive at code indices 1..T-1")
+    else:
+        raise TypeError(f"variance must be a str or a tensor, got {type(variance).__name__}")
+    if decoder_var is None:
+        decoder_var = float(schedule.betas[0])
+    if isinstance(decoder_var, bool) or not isinstance(decoder_var, (int, float)) or not decoder_var > 0:
+        raise ValueError(f"decoder_var must be a positive number, got {decoder_var!r}")
+
+    B, D = x0.shape[0], x0[0].numel()
+    flat = x0.flatten(1)
+
+    def draw() -> torch.Tensor:
+        return torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
+
+    # L_T: KL(N(sqrt(a) x0, (1 - a) I) || N(0, I)) = (a |x0|^2 - D a - D log(1 - a)) / 2
+    a_T = schedule.alpha_bars[-1]
+    prior = 0.5 * (float(a_T) * (flat**2).sum(1) - D * float(a_T) - D * math.log1p(-float(a_T)))
+
+    steps = torch.empty(B, schedule.T - 1, dtype=x0.dtype, device=x0.device)
+    for j in range(1, schedule.T):  # code index j = math step j + 1 >= 2
+        tt = torch.full((B,), j, dtype=torch.int64, device=x0.device)
+        x_t = schedule.q_sample(x0, tt, draw())
+        mean_q, var_q = schedule.posterior(x0, x_t, j)
+        mean_p = schedule.ddpm_step(model(x_t, tt), tt, x_t, None)
+        var_p = var[j].to(dtype=x0.dtype, device=x0.device)
+        steps[:, j - 1] = _gauss_kl_iso(mean_q, var_q.to(x0.dtype), mean_p, var_p)
+
+    # L_0: -log N(x0; mu_theta(x_1, 1), decoder_var I)
+    t0 = torch.zeros(B, dtype=torch.int64, device=x0.device)
+    x_1 = schedule.q_sample(x0, t0, draw())
+    mu = schedule.ddpm_step(model(x_1, t0), t0, x_1, None)
+    decoder = 0.5 * ((x0 - mu) ** 2).flatten(1).sum(1) / decoder_var + 0.5 * D * math.log(2 * math.pi * decoder_var)
+    prior = prior.to(x0.dtype)
+    return {"prior": prior, "steps": steps, "decoder": decoder, "total": prior + steps.sum(1) + decoder}
