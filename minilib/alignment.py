@@ -26,6 +26,7 @@ __all__ = [
     "bradley_terry_loss",
     "dpo_loss",
     "grpo_advantages",
+    "grpo_aggregate",
     "kl_k3",
     "kl_regularized_policy",
     "policy_gradient_loss",
@@ -203,18 +204,22 @@ def dpo_loss(
     return losses, beta * chosen_logratio.detach(), beta * rejected_logratio.detach()
 
 
-def grpo_advantages(rewards: torch.Tensor, group_size: int, *, eps: float = 1e-4) -> torch.Tensor:
+def grpo_advantages(
+    rewards: torch.Tensor, group_size: int, *, eps: float = 1e-4, scale_by_std: bool = True
+) -> torch.Tensor:
     """Group-relative advantages: each reward standardised within its group.
 
     Implements (grpo-advantage): for the :math:`G` = ``group_size`` completions of one prompt,
     :math:`\\hat A_i = (r_i - \\bar r)/(s + \\epsilon)` with the group mean :math:`\\bar r` and the
     Bessel-corrected sample standard deviation :math:`s`. A group whose rewards are all equal
-    gets advantages 0.
+    gets advantages 0. With ``scale_by_std=False`` the advantages are only centred,
+    :math:`\\hat A_i = r_i - \\bar r`, as in Dr. GRPO (grpo-dr-grpo).
 
     Args:
         rewards: ``(n_groups * group_size,)`` rewards, each group's completions contiguous.
         group_size: :math:`G \\ge 2`.
         eps: added to the standard deviation to avoid dividing by 0.
+        scale_by_std: divide by :math:`s + \\epsilon` (GRPO, the default) or not (Dr. GRPO).
 
     Returns:
         Advantages with the shape, dtype and device of ``rewards``.
@@ -235,8 +240,12 @@ def grpo_advantages(rewards: torch.Tensor, group_size: int, *, eps: float = 1e-4
         raise ValueError(f"len(rewards)={rewards.numel()} is not a multiple of group_size={group_size}")
     if not isinstance(eps, (int, float)) or isinstance(eps, bool) or eps < 0:
         raise ValueError(f"eps must be a non-negative number, got {eps!r}")
+    if not isinstance(scale_by_std, bool):
+        raise TypeError(f"scale_by_std must be a bool, got {type(scale_by_std).__name__}")
     r = rewards.view(-1, group_size)  # (n_groups, G)
     mean = r.mean(dim=1, keepdim=True)
+    if not scale_by_std:
+        return (r - mean).reshape(rewards.shape)
     std = r.std(dim=1, keepdim=True, correction=1)
     # a group with equal rewards carries no signal: its centred rewards are exactly 0, and a
     # denominator of 1 keeps them 0 even when eps = 0
@@ -273,3 +282,89 @@ def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     _check_same_shape(logp=logp, ref_logp=ref_logp)
     u = ref_logp - logp
     return torch.expm1(u) - u  # e^u - 1 - u, with expm1 for accuracy near u = 0
+
+
+_AGGREGATIONS = ("sequence", "token", "constant")
+
+
+def grpo_aggregate(
+    token_losses: torch.Tensor,
+    mask: torch.Tensor,
+    group_size: int,
+    *,
+    aggregation: str = "sequence",
+    max_len: int | None = None,
+) -> torch.Tensor:
+    """Reduce per-token GRPO losses of completions of different lengths to one scalar.
+
+    Implements (grpo-aggregation): with :math:`G` = ``group_size`` completions per prompt of
+    lengths :math:`L_i` (the number of ones in row :math:`i` of ``mask``), each group contributes
+    :math:`\\sum_i \\kappa_i \\sum_{t \\le L_i} \\ell_{i,t}` and the groups are averaged, where
+
+    * ``"sequence"`` (GRPO): :math:`\\kappa_i = 1/(G L_i)`, a mean over each completion's tokens,
+      then over the group;
+    * ``"token"`` (DAPO): :math:`\\kappa_i = 1/\\sum_j L_j`, a mean over all tokens of the group;
+    * ``"constant"`` (Dr. GRPO): :math:`\\kappa_i = 1/(G L_{\\max})`, a sum over tokens divided by
+      a constant, ``max_len`` (default: the padded width ``T``).
+
+    Applied to ``ppo_clip_loss`` at :math:`\\rho = 1`, the gradient with respect to the
+    log-probability of token :math:`t` of completion :math:`i` is :math:`-\\kappa_i \\hat A_i / n_{\\text{groups}}`
+    (grpo-token-weights). Padding positions (``mask == 0``) get weight 0 whatever their value.
+
+    Args:
+        token_losses: ``(n_groups * group_size, T)`` per-token losses, e.g.
+            ``ppo_clip_loss(...) + beta * kl_k3(...)``; each group's rows contiguous.
+        mask: ``(n_groups * group_size, T)`` bool or 0/1 float, 1 on the tokens of each
+            completion; every row needs at least one token.
+        group_size: :math:`G \\ge 1`.
+        aggregation: ``"sequence"``, ``"token"`` or ``"constant"``.
+        max_len: :math:`L_{\\max}` for ``"constant"``, at least the longest completion;
+            ``None`` uses ``T``. Ignored by the other two.
+
+    Returns:
+        A scalar tensor (dtype and device of ``token_losses``); minimise it.
+
+    Raises:
+        TypeError: on a non-float ``token_losses`` or a non-tensor ``mask``.
+        ValueError: on mismatched shapes, a row without tokens, a mask that is not 0/1, a bad
+            ``group_size``/``aggregation``, or ``max_len`` shorter than a completion.
+
+    >>> losses = torch.ones(2, 4)
+    >>> mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
+    >>> [round(grpo_aggregate(losses, mask, 2, aggregation=a).item(), 4) for a in ("sequence", "token", "constant")]
+    [1.0, 1.0, 0.75]
+    """
+    _check_float("token_losses", token_losses)
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"mask must be a torch.Tensor, got {type(mask).__name__}")
+    if token_losses.dim() != 2:
+        raise ValueError(f"token_losses must be 2-D (n_groups * group_size, T), got shape {tuple(token_losses.shape)}")
+    _check_same_shape(token_losses=token_losses, mask=mask)
+    if not isinstance(group_size, int) or isinstance(group_size, bool) or group_size < 1:
+        raise ValueError(f"group_size must be a positive int, got {group_size!r}")
+    n, T = token_losses.shape
+    if n % group_size != 0:
+        raise ValueError(f"token_losses has {n} rows, not a multiple of group_size={group_size}")
+    if aggregation not in _AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {_AGGREGATIONS}, got {aggregation!r}")
+    m = mask.to(token_losses.dtype)
+    if not bool(((m == 0) | (m == 1)).all()):
+        raise ValueError("mask must contain only 0 and 1 (or be bool)")
+    lengths = m.sum(dim=1)  # (n,) L_i
+    if bool((lengths == 0).any()):
+        raise ValueError("every row of mask needs at least one token (a completion of length 0)")
+    if max_len is None:
+        max_len = T
+    if aggregation == "constant":
+        if not isinstance(max_len, int) or isinstance(max_len, bool) or max_len < int(lengths.max().item()):
+            raise ValueError(f"max_len must be an int >= the longest completion ({int(lengths.max().item())}), got {max_len!r}")
+    # where, not a product: a NaN or inf in a padding position must not leak into the sum
+    per_seq = torch.where(m.bool(), token_losses, 0.0).sum(dim=1).view(-1, group_size)  # (n_groups, G)
+    L = lengths.view(-1, group_size)
+    if aggregation == "sequence":
+        per_group = (per_seq / L).sum(dim=1) / group_size
+    elif aggregation == "token":
+        per_group = per_seq.sum(dim=1) / L.sum(dim=1)
+    else:
+        per_group = per_seq.sum(dim=1) / (group_size * max_len)
+    return per_group.mean()

@@ -265,3 +265,119 @@ def test_bad_inputs():
         grpo_advantages(torch.zeros(4, dtype=torch.int64), 2)
     with pytest.raises(ValueError, match="shape"):
         kl_k3(f, torch.zeros(2))
+
+
+# ---------------------------------------------------------------- GRPO depth: length normalisation (issue 16)
+def _token_weights(aggregation, lengths, adv, G, max_len=None, dtype=torch.float64):
+    """Autograd per-token gradient weights d(objective)/d logp under ppo_clip_loss at rho = 1."""
+    from minilib.alignment import grpo_aggregate
+
+    n, T = len(lengths), max(lengths) + 2  # two padding columns beyond the longest completion
+    mask = torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]
+    logp = torch.randn(n, T, dtype=dtype, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+    advantages = adv[:, None].expand(n, T).to(dtype)
+    loss = grpo_aggregate(ppo_clip_loss(logp, logp.detach(), advantages), mask, G,
+                          aggregation=aggregation, max_len=max_len)
+    loss.backward()
+    return -logp.grad, mask  # the objective is minus the loss
+
+
+@pytest.mark.parametrize("aggregation", ["sequence", "token", "constant"])
+def test_grpo_aggregate_token_weights_match_closed_form(aggregation):
+    # two groups of G = 3, lengths differ within and across groups; closed forms typed by hand:
+    # sequence A_i / (G L_i), token A_i / sum_j L_j, constant A_i / (G L_max), then / n_groups
+    G, lengths, L_max = 3, [2, 5, 7, 1, 4, 4], 20
+    adv = torch.tensor([1.5, -0.5, -1.0, 0.7, 0.2, -0.9], dtype=torch.float64)
+    w, mask = _token_weights(aggregation, lengths, adv, G, max_len=L_max)
+    L = torch.tensor(lengths, dtype=torch.float64)
+    group_tokens = L.view(2, G).sum(1).repeat_interleave(G)
+    kappa = {"sequence": 1 / (G * L), "token": 1 / group_tokens,
+             "constant": torch.full_like(L, 1 / (G * L_max))}[aggregation]
+    expected = (kappa * adv / 2)[:, None] * mask  # 2 groups averaged
+    torch.testing.assert_close(w, expected, rtol=1e-12, atol=1e-15)
+
+
+def test_grpo_aggregate_length_ratio_and_defaults():
+    from minilib.alignment import grpo_aggregate
+
+    # equal advantages, lengths 3 and 12: sequence weights differ by the length ratio 4, the others are equal
+    adv = torch.tensor([-1.0, -1.0], dtype=torch.float64)
+    ws, mask = _token_weights("sequence", [3, 12], adv, 2)
+    assert math.isclose(ws[0, 0].item() / ws[1, 0].item(), 4.0, rel_tol=1e-12)
+    for agg in ("token", "constant"):
+        w, _ = _token_weights(agg, [3, 12], adv, 2, max_len=16)
+        assert math.isclose(w[0, 0].item(), w[1, 0].item(), rel_tol=1e-12)
+    # equal lengths: all three reduce to the plain mean over tokens (up to L_max / L for constant)
+    x = torch.randn(4, 5)
+    full = torch.ones(4, 5, dtype=torch.bool)
+    for agg in ("sequence", "token", "constant"):
+        torch.testing.assert_close(grpo_aggregate(x, full, 2, aggregation=agg), x.mean())
+    # padding values never matter, and dtype/device follow the input
+    y = x.clone().double()
+    mask = torch.tensor([[1, 1, 0, 0, 0]] * 4)
+    y2 = y.clone()
+    y2[:, 2:] = 1e6
+    for agg in ("sequence", "token", "constant"):
+        out = grpo_aggregate(y, mask, 4, aggregation=agg)
+        assert out.dtype == torch.float64 and out.device == y.device and out.dim() == 0
+        torch.testing.assert_close(out, grpo_aggregate(y2, mask, 4, aggregation=agg))
+
+
+def test_grpo_advantages_without_std_is_centring():
+    r = torch.tensor([1.0, 0.0, 0.0, 0.0, 2.0, 2.0])
+    torch.testing.assert_close(grpo_advantages(r, 3, scale_by_std=False),
+                               torch.tensor([2 / 3, -1 / 3, -1 / 3, 0.0, 2 / 3, 2 / 3]) - torch.tensor([0, 0, 0, 4 / 3, 0, 0]))
+    with pytest.raises(TypeError, match="scale_by_std"):
+        grpo_advantages(r, 3, scale_by_std=1)
+
+
+def test_grpo_aggregate_bad_inputs():
+    from minilib.alignment import grpo_aggregate
+
+    x, m = torch.zeros(4, 3), torch.ones(4, 3)
+    with pytest.raises(TypeError, match="token_losses"):
+        grpo_aggregate(torch.zeros(4, 3, dtype=torch.int64), m, 2)
+    with pytest.raises(TypeError, match="mask"):
+        grpo_aggregate(x, [[1, 1, 1]] * 4, 2)
+    with pytest.raises(ValueError, match="2-D"):
+        grpo_aggregate(torch.zeros(4), torch.ones(4), 2)
+    with pytest.raises(ValueError, match="shape"):
+        grpo_aggregate(x, torch.ones(4, 2), 2)
+    with pytest.raises(ValueError, match="multiple"):
+        grpo_aggregate(x, m, 3)
+    with pytest.raises(ValueError, match="group_size"):
+        grpo_aggregate(x, m, 0)
+    with pytest.raises(ValueError, match="aggregation"):
+        grpo_aggregate(x, m, 2, aggregation="mean")
+    with pytest.raises(ValueError, match="0 and 1"):
+        grpo_aggregate(x, 2 * m, 2)
+    with pytest.raises(ValueError, match="at least one token"):
+        grpo_aggregate(x, torch.tensor([[1, 1, 1]] * 3 + [[0, 0, 0]]), 2)
+    with pytest.raises(ValueError, match="max_len"):
+        grpo_aggregate(x, m, 2, aggregation="constant", max_len=2)
+
+
+def test_grpo_aggregate_ignores_nonfinite_padding():
+    # review: padding positions may hold NaN/inf (e.g. log-probs of pad tokens); they must not
+    # reach the loss nor its gradient. Reference: the same rows with the padding cut off by hand.
+    from minilib.alignment import grpo_aggregate
+
+    x = torch.randn(4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 1], [1, 1, 0, 0, 0]])
+    bad = x.clone()
+    bad[mask == 0] = float("nan")
+    bad[0, 4] = float("inf")
+    for agg in ("sequence", "token", "constant"):
+        leaf = bad.clone().requires_grad_(True)
+        out = grpo_aggregate(leaf, mask, 2, aggregation=agg, max_len=5)
+        out.backward()
+        rows = [x[i, : int(mask[i].sum())] for i in range(4)]
+        L = [len(r) for r in rows]
+        if agg == "sequence":
+            ref = sum(r.mean() for r in rows) / 4
+        elif agg == "token":
+            ref = (sum(r.sum() for r in rows[:2]) / sum(L[:2]) + sum(r.sum() for r in rows[2:]) / sum(L[2:])) / 2
+        else:
+            ref = sum(r.sum() for r in rows) / (2 * 2 * 5)
+        torch.testing.assert_close(out, ref)
+        assert torch.isfinite(leaf.grad).all() and (leaf.grad[mask == 0] == 0).all()
