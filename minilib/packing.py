@@ -225,8 +225,10 @@ def unpad_input(
         ``max_len`` the largest row count, a Python int.
 
     Raises:
-        TypeError: if ``x`` or ``attention_mask`` is not a tensor, or the mask is floating point.
-        ValueError: on mismatched shapes, mask values other than 0/1, or a row with no real token.
+        TypeError: if ``x`` is not a tensor with at least 2 dims, ``attention_mask`` is not a
+            tensor, or the mask is floating point.
+        ValueError: on mismatched shapes, an empty batch (B = 0), mask values other than 0/1,
+            or a row with no real token.
 
     >>> x = torch.tensor([[1, 2, 0], [3, 0, 0]])
     >>> t, idx, cu, m = unpad_input(x, x != 0)
@@ -244,6 +246,8 @@ def unpad_input(
             raise ValueError("attention_mask must hold only 0 and 1")
         attention_mask = attention_mask != 0
     attention_mask = attention_mask.to(x.device)
+    if x.shape[0] == 0:
+        raise ValueError("x must hold at least one row (B >= 1)")
     counts = attention_mask.sum(dim=1)  # (B,) real tokens per row
     if not bool((counts > 0).all()):
         raise ValueError("every row of attention_mask needs at least one real token (empty sequences are not allowed)")

@@ -230,3 +230,8 @@ def test_unpad_pad_bad_inputs():
         pad_input(t, torch.tensor([0, 1, 1]), 2, 3)
     with pytest.raises(ValueError, match="seqlen must be"):
         pad_input(t, torch.tensor([0, 1, 2]), 2, 0)
+
+
+def test_unpad_input_rejects_empty_batch():
+    with pytest.raises(ValueError, match="B >= 1"):
+        unpad_input(torch.zeros(0, 3, 2), torch.zeros(0, 3, dtype=torch.bool))
