@@ -6,15 +6,22 @@ Logits live in the last dimension: ``z`` has shape ``(..., K)`` for ``K`` classe
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 __all__ = [
     "cross_entropy",
     "cross_entropy_grad",
+    "entropy",
     "gaussian_posterior_params",
+    "kl_divergence",
+    "label_smoothed_cross_entropy",
+    "label_smoothing_logit_gap",
     "log_softmax",
     "logsumexp",
     "naive_softmax",
+    "soft_cross_entropy",
     "stable_softmax",
 ]
 
@@ -219,3 +226,129 @@ def gaussian_posterior_params(
     W = torch.cholesky_solve(means.T, chol).T  # (K, D)
     b = -0.5 * (W * means).sum(-1) + torch.log(priors)
     return W, b
+
+
+# --- Information-theoretic reading and label smoothing (depth section of "softmax-bias") ---
+
+
+def _check_probs(p: torch.Tensor, name: str) -> None:
+    if not isinstance(p, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(p).__name__}")
+    if not p.is_floating_point():
+        raise TypeError(f"{name} must be a floating tensor of probabilities, got {p.dtype}")
+    if p.dim() == 0 or p.shape[-1] == 0:
+        raise ValueError(f"{name} must have shape (..., K) with K >= 1, got {tuple(p.shape)}")
+    if p.device.type != "meta" and p.numel():
+        tol = 1e-4 if p.dtype in (torch.float16, torch.bfloat16, torch.float32) else 1e-8
+        if bool((p < 0).any()) or bool(((p.sum(-1) - 1).abs() > tol * p.shape[-1]).any()):
+            raise ValueError(f"{name} must be non-negative and sum to one along the last dimension")
+
+
+def entropy(p: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy :math:`H(p) = -\\sum_k p_k \\log p_k` in nats, with :math:`0 \\log 0 = 0`.
+
+    Implements (softmax-bias-entropy).
+
+    Args:
+        p: probabilities of shape ``(..., K)``, non-negative, summing to one.
+
+    Returns:
+        Tensor of shape ``(...,)``, same dtype and device as ``p``. Divide by ``log 2`` for bits.
+
+    >>> round(entropy(torch.tensor([0.5, 0.5])).item(), 4)  # log 2
+    0.6931
+    """
+    _check_probs(p, "p")
+    return -torch.xlogy(p, p).sum(-1)
+
+
+def kl_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """:math:`\\mathrm{KL}(p\\Vert q) = \\sum_k p_k \\log(p_k / q_k)` in nats.
+
+    Terms with ``p_k = 0`` contribute zero; a ``q_k = 0`` where ``p_k > 0`` gives ``inf``.
+    Implements (softmax-bias-kl).
+
+    Args:
+        p, q: probabilities of the same shape ``(..., K)``.
+
+    Returns:
+        Tensor of shape ``(...,)``, non-negative (Gibbs' inequality).
+
+    >>> kl_divergence(torch.tensor([0.5, 0.5]), torch.tensor([0.5, 0.5])).item()
+    0.0
+    """
+    _check_probs(p, "p")
+    _check_probs(q, "q")
+    if p.shape != q.shape:
+        raise ValueError(f"p and q must have the same shape, got {tuple(p.shape)} and {tuple(q.shape)}")
+    return (torch.xlogy(p, p) - torch.xlogy(p, q)).sum(-1)
+
+
+def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy :math:`H(t, q) = -\\sum_k t_k \\log q_k` of ``q = softmax(logits)`` against a target distribution.
+
+    Computed as :math:`\\mathrm{LSE}(z) - \\sum_k t_k z_k` (uses :math:`\\sum_k t_k = 1`), so it never
+    takes the log of an underflowed probability. With a one-hot ``t`` it equals :func:`cross_entropy`;
+    its gradient with respect to the logits is ``softmax(z) - t``. Implements (softmax-bias-softce).
+
+    Args:
+        logits: ``(..., K)``, floating.
+        target_probs: ``(..., K)``, a probability vector per row.
+
+    Returns:
+        Losses of shape ``(...,)`` (not averaged), in nats.
+    """
+    _check_logits(logits, "logits")
+    _check_probs(target_probs, "target_probs")
+    if target_probs.shape != logits.shape:
+        raise ValueError(f"target_probs must have the shape of logits {tuple(logits.shape)}, got {tuple(target_probs.shape)}")
+    return logsumexp(logits) - (target_probs * logits).sum(-1)
+
+
+def _check_eps(eps: float) -> None:
+    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not 0.0 <= eps <= 1.0:
+        raise ValueError(f"eps must be a number in [0, 1], got {eps!r}")
+
+
+def label_smoothed_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, eps: float) -> torch.Tensor:
+    """Cross-entropy against the smoothed target :math:`(1-\\varepsilon)\\,e_y + \\varepsilon/K`.
+
+    Uses the decomposition :math:`(1-\\varepsilon)\\,[\\mathrm{LSE}(z) - z_y] + \\varepsilon\\,[\\mathrm{LSE}(z) - \\bar z]`,
+    with :math:`\\bar z` the mean logit (the second bracket is the cross-entropy of the uniform
+    distribution against ``softmax(z)``). Matches ``torch.nn.functional.cross_entropy(...,
+    label_smoothing=eps, reduction="none")``. Implements (softmax-bias-ls-target) and (softmax-bias-ls-decomp).
+
+    Args:
+        logits: ``(..., K)``, floating.
+        targets: class indices of shape ``(...,)``, integer, in ``[0, K)``.
+        eps: smoothing weight in ``[0, 1]``; ``0`` is plain cross-entropy.
+
+    Returns:
+        Losses of shape ``(...,)`` (not averaged), in nats.
+    """
+    _check_targets(logits, targets)
+    _check_eps(eps)
+    lse = logsumexp(logits)
+    z_y = logits.gather(-1, targets.long().unsqueeze(-1)).squeeze(-1)
+    return (1.0 - eps) * (lse - z_y) + eps * (lse - logits.mean(-1))
+
+
+def label_smoothing_logit_gap(num_classes: int, eps: float) -> float:
+    """The logit gap :math:`z_y - z_k` (any ``k != y``) at the minimum of label-smoothed cross-entropy.
+
+    :math:`\\log\\big((1 - \\varepsilon + \\varepsilon/K) / (\\varepsilon/K)\\big)`: finite for ``eps > 0``,
+    ``inf`` for ``eps = 0`` (no minimiser exists). Implements (softmax-bias-ls-gap).
+
+    Args:
+        num_classes: ``K >= 2``.
+        eps: smoothing weight in ``[0, 1]``.
+
+    >>> round(label_smoothing_logit_gap(3, 0.1), 4)  # log 28
+    3.3322
+    """
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    _check_eps(eps)
+    if eps == 0:
+        return float("inf")
+    return math.log((1.0 - eps + eps / num_classes) / (eps / num_classes))

@@ -95,3 +95,92 @@ def test_bad_inputs() -> None:
         gaussian_posterior_params(torch.zeros(2, 2), torch.eye(3), torch.tensor([0.5, 0.5]))
     with pytest.raises(TypeError, match="means must be a floating"):
         gaussian_posterior_params(torch.zeros(2, 2, dtype=torch.long), eye, torch.tensor([0.5, 0.5]))
+
+
+# --- depth section: entropy, KL, label smoothing ---
+
+from minilib.classify import (  # noqa: E402
+    entropy,
+    kl_divergence,
+    label_smoothed_cross_entropy,
+    label_smoothing_logit_gap,
+    soft_cross_entropy,
+)
+
+
+@given(seed=st.integers(0, 1000), k=st.integers(2, 12))
+@settings(max_examples=30, deadline=None)
+def test_entropy_kl_cross_entropy_match_torch_distributions(seed: int, k: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    zp, zq = torch.randn(5, k, generator=g, dtype=torch.float64) * 2, torch.randn(5, k, generator=g, dtype=torch.float64) * 2
+    p, q = torch.softmax(zp, -1), torch.softmax(zq, -1)
+    P, Q = torch.distributions.Categorical(probs=p), torch.distributions.Categorical(probs=q)
+    torch.testing.assert_close(entropy(p), P.entropy())
+    torch.testing.assert_close(kl_divergence(p, q), torch.distributions.kl_divergence(P, Q))
+    ref = torch.nn.functional.cross_entropy(zq, p, reduction="none")  # probability targets
+    torch.testing.assert_close(soft_cross_entropy(zq, p), ref)
+    torch.testing.assert_close(entropy(p) + kl_divergence(p, q), ref)
+    assert bool((kl_divergence(p, q) >= 0).all())
+
+
+def test_zero_probabilities_follow_the_conventions() -> None:
+    p = torch.tensor([1.0, 0.0, 0.0])
+    assert entropy(p).item() == 0.0
+    assert kl_divergence(p, torch.tensor([0.5, 0.5, 0.0])).item() == pytest.approx(math.log(2))
+    assert math.isinf(kl_divergence(torch.tensor([0.5, 0.5]), torch.tensor([1.0, 0.0])).item())
+
+
+@given(seed=st.integers(0, 1000), k=st.integers(2, 10), eps=st.floats(0.0, 1.0))
+@settings(max_examples=30, deadline=None)
+def test_label_smoothing_matches_torch(seed: int, k: int, eps: float) -> None:
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(6, k, generator=g, dtype=torch.float64) * 3
+    y = torch.randint(0, k, (6,), generator=g)
+    ref = torch.nn.functional.cross_entropy(z, y, label_smoothing=eps, reduction="none")
+    torch.testing.assert_close(label_smoothed_cross_entropy(z, y, eps), ref)
+    t = (1 - eps) * torch.nn.functional.one_hot(y, k).double() + eps / k
+    torch.testing.assert_close(soft_cross_entropy(z, t), ref)
+
+
+def test_label_smoothing_gap_is_the_minimiser() -> None:
+    # minimise over free logits with autograd + LBFGS and compare with the closed form
+    for k, eps in [(3, 0.1), (10, 0.2), (2, 0.5)]:
+        z = torch.zeros(1, k, dtype=torch.float64, requires_grad=True)
+        y = torch.tensor([0])
+        opt = torch.optim.LBFGS([z], max_iter=200, tolerance_grad=1e-12, line_search_fn="strong_wolfe")
+
+        def closure(opt=opt, z=z, y=y, eps=eps) -> torch.Tensor:  # type: ignore[no-untyped-def]
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(z, y, label_smoothing=eps)
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        gaps = (z[0, 0] - z[0, 1:]).detach()
+        torch.testing.assert_close(gaps, torch.full_like(gaps, label_smoothing_logit_gap(k, eps)), atol=1e-4, rtol=0)  # wrong formulas are off by > 0.03
+    assert label_smoothing_logit_gap(3, 0.0) == math.inf
+    assert label_smoothing_logit_gap(4, 1.0) == 0.0
+
+
+def test_depth_functions_follow_dtype_and_reject_bad_input() -> None:
+    p = torch.tensor([0.25, 0.75], dtype=torch.float64)
+    assert entropy(p).dtype == torch.float64 and kl_divergence(p, p).dtype == torch.float64
+    assert label_smoothed_cross_entropy(torch.zeros(2, 3, dtype=torch.float16), torch.tensor([0, 1]), 0.1).dtype == torch.float16
+    with pytest.raises(ValueError, match="sum to one"):
+        entropy(torch.tensor([0.5, 0.6]))
+    with pytest.raises(ValueError, match="non-negative"):
+        kl_divergence(torch.tensor([1.5, -0.5]), torch.tensor([0.5, 0.5]))
+    with pytest.raises(TypeError, match="p must be a torch.Tensor"):
+        entropy([0.5, 0.5])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="floating"):
+        entropy(torch.tensor([1, 0]))
+    with pytest.raises(ValueError, match="same shape"):
+        kl_divergence(torch.tensor([0.5, 0.5]), torch.tensor([0.2, 0.3, 0.5]))
+    with pytest.raises(ValueError, match="target_probs must have the shape"):
+        soft_cross_entropy(torch.zeros(2, 3), torch.tensor([0.5, 0.5]))
+    with pytest.raises(ValueError, match="eps must be a number in"):
+        label_smoothed_cross_entropy(torch.zeros(2, 3), torch.tensor([0, 1]), 1.5)
+    with pytest.raises(TypeError, match="targets must be an integer"):
+        label_smoothed_cross_entropy(torch.zeros(2, 3), torch.zeros(2), 0.1)
+    with pytest.raises(ValueError, match="num_classes must be an integer"):
+        label_smoothing_logit_gap(1, 0.1)
