@@ -212,6 +212,23 @@ def test_every_minilib_module_is_on_the_api_page():
         )
 
 
+def test_no_proof_is_collapsed_by_a_class():
+    """`:class: dropdown` on a sphinx-proof block makes sphinx-togglebutton look for a title bar
+    the block does not have; the script then throws and no dropdown after it on the page works.
+    Collapse a proof by wrapping it in a ``{dropdown}`` block instead."""
+    bad = []
+    for md in sorted((ROOT / "book").rglob("*.md")):
+        lines = md.read_text().splitlines()
+        for i, line in enumerate(lines[:-1]):
+            if re.match(r"^\s*(`{3,}|:{3,})\{prf:[a-z]+\}", line):
+                j = i + 1
+                while j < len(lines) and lines[j].lstrip().startswith(":"):
+                    if re.match(r"^\s*:class:.*dropdown", lines[j]):
+                        bad.append(f"{md.relative_to(ROOT)}:{j + 1}")
+                    j += 1
+    assert not bad, f"prf blocks collapsed with :class: dropdown (breaks every dropdown on the page): {bad}"
+
+
 def test_every_public_minilib_name_is_exported():
     """The API page documents a module through its ``__all__`` when it has one (automodule
     :members:), so a public function or class left out of it would be missing from the API."""
