@@ -21,8 +21,11 @@ import torch
 __all__ = [
     "edm_loss",
     "euler_sampler",
+    "fm_schedule",
     "heun_sampler",
     "karras_sigmas",
+    "langevin_sde_sampler",
+    "ode_rhs",
     "precond",
     "precond_denoiser",
     "sample_sigmas",
@@ -317,4 +320,131 @@ def heun_sampler(
             nfe += 1
             x_next = x + (s_next - s_cur) * 0.5 * (d + d_next)
         x = x_next
+    return x, nfe
+
+
+# --------------------------------------------------------------------------------------------
+# Depth (issue 16): flow matching as a point of the design space, and the SDE with a Langevin term
+# --------------------------------------------------------------------------------------------
+
+
+def fm_schedule(t: float) -> tuple[float, float, float, float]:
+    """The flow-matching (linear) path as an EDM schedule: :math:`s = 1 - t`, :math:`\\sigma = t/(1-t)`.
+
+    The path :math:`x_t = (1-t)\\,y + t\\,n` (data at ``t = 0``, noise at ``t = 1``) equals
+    :math:`s(t)\\,(y + \\sigma(t)\\,n)` with these two functions.
+
+    Args:
+        t: a time strictly inside (0, 1) (at 0 the level is 0, at 1 it is infinite).
+
+    Returns:
+        ``(s, ds, sigma, dsigma)``: the scale, its time derivative ``-1``, the noise level and
+        its time derivative :math:`1/(1-t)^2`, as Python floats.
+
+    Raises:
+        ValueError: if ``t`` is not a number in (0, 1).
+
+    Implements (edm-fm-schedule).
+
+    >>> fm_schedule(0.5)
+    (0.5, -1.0, 1.0, 4.0)
+    """
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 < t < 1.0:
+        raise ValueError(f"t must be a number strictly inside (0, 1), got {t!r}")
+    t = float(t)
+    return 1.0 - t, -1.0, t / (1.0 - t), 1.0 / (1.0 - t) ** 2
+
+
+def ode_rhs(
+    denoiser: Denoiser, x: torch.Tensor, s: float, ds: float, sigma: float, dsigma: float
+) -> torch.Tensor:
+    """The right side of the PF-ODE for a general scale and noise level, at one time ``t``.
+
+    :math:`\\frac{dx}{dt} = \\frac{\\dot s}{s}\\,x + \\frac{\\dot\\sigma}{\\sigma}\\big(x -
+    s\\,D(x/s;\\sigma)\\big)` for the process :math:`x = s(t)\\,(y + \\sigma(t)\\,n)`, with the
+    values of :math:`s, \\dot s, \\sigma, \\dot\\sigma` at that time given as floats (e.g. from
+    :func:`fm_schedule`).
+
+    Args:
+        denoiser: ``denoiser(x_hat, sigma)``, the ideal (or learned) denoiser of the unscaled
+            :math:`\\hat x = y + \\sigma n`; ``(B, D)`` in, ``(B, D)`` out.
+        x: scaled points, shape ``(B, D)``.
+        s: the scale :math:`s(t) > 0`.
+        ds: its derivative :math:`\\dot s(t)`.
+        sigma: the noise level :math:`\\sigma(t) > 0`.
+        dsigma: its derivative :math:`\\dot\\sigma(t)`.
+
+    Returns:
+        :math:`dx/dt`, shape ``(B, D)``, dtype and device of ``x``.
+
+    Raises:
+        TypeError: if ``x`` is not a floating tensor of shape ``(B, D)``.
+        ValueError: non-positive or non-finite ``s``/``sigma``, non-finite derivatives, or a
+            denoiser output of the wrong shape.
+
+    Implements (edm-ode-general).
+    """
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() != 2:
+        raise TypeError("x must be a floating-point tensor of shape (B, D)")
+    s, sigma = _positive("s", s), _positive("sigma", sigma)
+    for name, v in (("ds", ds), ("dsigma", dsigma)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"{name} must be a finite number, got {v!r}")
+    d = denoiser(x / s, sigma)
+    if d.shape != x.shape:
+        raise ValueError(f"denoiser returned shape {tuple(d.shape)}, expected {tuple(x.shape)}")
+    return ds / s * x + dsigma / sigma * (x - s * d)
+
+
+def langevin_sde_sampler(
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    beta: float,
+    *,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, int]:
+    """Euler–Maruyama on EDM's backward SDE with a Langevin term, :math:`\\sigma(t) = t`, :math:`s = 1`.
+
+    With the score :math:`\\nabla\\log p(x;\\sigma) = (D(x;\\sigma) - x)/\\sigma^2` and a step
+    :math:`h_i = \\sigma_{i+1} - \\sigma_i < 0`, each step is
+
+    :math:`x \\leftarrow x + h_i\\,\\frac{x - D}{\\sigma_i} + \\beta\\,|h_i|\\,(D - x) +
+    \\sqrt{2\\beta|h_i|}\\;\\sigma_i\\,z`, :math:`z \\sim \\mathcal{N}(0, I)`:
+
+    the ODE step plus a Langevin step of size :math:`\\beta\\sigma_i^2|h_i|` that leaves
+    :math:`p(\\cdot;\\sigma_i)` invariant. ``beta = 0`` is :func:`euler_sampler`. A step that
+    ends at level 0 drops the Langevin part (it would leave noise of size
+    :math:`\\sigma_i\\sqrt{2\\beta|h_i|}` in the output).
+
+    Args:
+        denoiser: ``denoiser(x, sigma)`` with a float ``sigma > 0``.
+        x: points at ``sigmas[0]``, shape ``(B, D)``.
+        sigmas: strictly decreasing non-negative levels, shape ``(N + 1,)``.
+        beta: the Langevin rate :math:`\\beta \\ge 0` (constant in time).
+        generator: optional ``torch.Generator`` for the noise.
+
+    Returns:
+        ``(x, nfe)``: the points at ``sigmas[-1]`` and ``N`` denoiser calls.
+
+    Raises:
+        TypeError, ValueError: on bad arguments (negative or non-finite ``beta`` included).
+
+    Implements (edm-sde-em), the discretisation of (edm-sde) with the minus sign.
+    """
+    levels = _check_sampler(x, sigmas)
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not (math.isfinite(beta) and beta >= 0):
+        raise ValueError(f"beta must be a non-negative finite number, got {beta!r}")
+    nfe = 0
+    for s_cur, s_next in zip(levels, levels[1:]):
+        d = denoiser(x, s_cur)
+        if d.shape != x.shape:
+            raise ValueError(f"denoiser returned shape {tuple(d.shape)}, expected {tuple(x.shape)}")
+        nfe += 1
+        h = s_next - s_cur  # < 0
+        x_new = x + h * (x - d) / s_cur  # ODE part, (edm-ode)
+        if beta > 0 and s_next > 0:
+            z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            x_new = x_new + beta * (-h) * (d - x) + math.sqrt(2.0 * beta * (-h)) * s_cur * z
+        x = x_new
     return x, nfe

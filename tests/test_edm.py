@@ -231,3 +231,110 @@ def test_precond_denoiser_bad_input():
         precond_denoiser(net, torch.zeros(4), 1.0)
     with pytest.raises(TypeError, match=r"shape \(B, D\)"):
         precond_denoiser(net, torch.zeros(4, 2, dtype=torch.long), 1.0)
+
+
+# ---- depth (issue 16): flow matching as an EDM schedule, and the SDE with a Langevin term ----
+from minilib.edm import fm_schedule, langevin_sde_sampler, ode_rhs  # noqa: E402
+from minilib.flows import empirical_fm_velocity, gaussian_fm_velocity  # noqa: E402
+
+
+@pytest.mark.parametrize("t", [0.01, 0.3, 0.5, 0.9, 0.99])
+def test_fm_schedule_factors_the_linear_path_and_derivatives_match_finite_differences(t):
+    g = torch.Generator().manual_seed(0)
+    y, n = torch.randn(5, 3, generator=g, dtype=D64), torch.randn(5, 3, generator=g, dtype=D64)
+    s, ds, sig, dsig = fm_schedule(t)
+    torch.testing.assert_close(s * (y + sig * n), (1 - t) * y + t * n, atol=1e-12, rtol=1e-12)
+    h = 1e-6
+    (s_p, _, sig_p, _), (s_m, _, sig_m, _) = fm_schedule(t + h), fm_schedule(t - h)
+    assert ds == pytest.approx((s_p - s_m) / (2 * h), rel=1e-6)
+    assert dsig == pytest.approx((sig_p - sig_m) / (2 * h), rel=1e-6)
+
+
+@pytest.mark.parametrize("t", [0.1, 0.5, 0.9])
+def test_ode_rhs_with_fm_schedule_is_minus_the_gaussian_fm_velocity(t):
+    x = torch.randn(64, 2, generator=torch.Generator().manual_seed(1), dtype=D64)
+    got = ode_rhs(_gauss_denoiser, x, *fm_schedule(t))
+    torch.testing.assert_close(got, -gaussian_fm_velocity(1 - t, x, MU, C), atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("t", [0.2, 0.6])
+def test_ode_rhs_with_fm_schedule_is_minus_the_empirical_fm_velocity(t):
+    g = torch.Generator().manual_seed(2)
+    data = torch.randn(7, 2, generator=g, dtype=D64)
+
+    def point_denoiser(x_hat, sigma):  # E[y | y + sigma n = x_hat] for y uniform over the rows of data
+        logits = -((x_hat[:, None, :] - data[None]) ** 2).sum(-1) / (2 * sigma**2)
+        return torch.softmax(logits, dim=-1) @ data
+
+    x = 1.5 * torch.randn(32, 2, generator=g, dtype=D64)
+    got = ode_rhs(point_denoiser, x, *fm_schedule(t))
+    torch.testing.assert_close(got, -empirical_fm_velocity(1 - t, x, data), atol=1e-10, rtol=1e-10)
+
+
+def test_ode_rhs_with_unit_scale_is_the_edm_slope_and_follows_dtype():
+    x = torch.randn(8, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float32)
+    sigma = 0.7
+    got = ode_rhs(lambda z, s: _gauss_denoiser(z.double(), s).float(), x, 1.0, 0.0, sigma, 1.0)
+    assert got.dtype == torch.float32 and got.device == x.device
+    torch.testing.assert_close(got, (x - _gauss_denoiser(x.double(), sigma).float()) / sigma)
+
+
+def test_langevin_sde_sampler_with_beta_zero_is_euler():
+    x = 10.0 * torch.randn(50, 2, generator=torch.Generator().manual_seed(4), dtype=D64)
+    sig = karras_sigmas(12, sigma_max=10.0)
+    a, nfe_a = langevin_sde_sampler(_gauss_denoiser, x, sig, 0.0)
+    b, nfe_b = euler_sampler(_gauss_denoiser, x, sig)
+    torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)  # same steps, rounding order differs
+    assert nfe_a == nfe_b == 12
+
+
+def test_langevin_sde_sampler_keeps_the_gaussian_marginal_and_forgets_a_wrong_start():
+    # Gaussian data: the marginal at level sigma is N(MU, (C^2 + sigma^2) I); start with half the right std
+    g = torch.Generator().manual_seed(5)
+    sig = torch.logspace(1.0, -1.0, 801, dtype=D64)
+    x0 = MU + 0.5 * math.sqrt(C * C + 100.0) * torch.randn(20_000, 2, generator=g, dtype=D64)
+    x, nfe = langevin_sde_sampler(_gauss_denoiser, x0, sig, 2.0, generator=g)
+    assert nfe == 800
+    sq = ((x - MU) ** 2).flatten()
+    se = float(sq.std()) / math.sqrt(sq.numel())
+    assert abs(float(sq.mean()) - (C * C + 0.01)) < 4 * se + 0.003  # step bias at 800 steps: 0.0012 (exact variance recursion)
+    assert float((x.mean(0) - MU).abs().max()) < 0.02  # SE of each mean about 0.0036
+
+
+@pytest.mark.parametrize("t", [0, 1, 1.5, -0.1, True, "0.5", float("nan")])
+def test_fm_schedule_rejects_bad_t(t):
+    with pytest.raises(ValueError, match="t must"):
+        fm_schedule(t)
+
+
+def test_ode_rhs_rejects_bad_input():
+    x = torch.zeros(4, 2, dtype=D64)
+    with pytest.raises(TypeError, match="x must"):
+        ode_rhs(_gauss_denoiser, torch.zeros(4, 2, dtype=torch.int64), 1.0, 0.0, 1.0, 1.0)
+    with pytest.raises(TypeError, match="x must"):
+        ode_rhs(_gauss_denoiser, torch.zeros(2, dtype=D64), 1.0, 0.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="s must"):
+        ode_rhs(_gauss_denoiser, x, 0.0, 0.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="sigma must"):
+        ode_rhs(_gauss_denoiser, x, 1.0, 0.0, -1.0, 1.0)
+    with pytest.raises(ValueError, match="dsigma must"):
+        ode_rhs(_gauss_denoiser, x, 1.0, 0.0, 1.0, float("inf"))
+    with pytest.raises(ValueError, match="denoiser returned shape"):
+        ode_rhs(lambda z, s: z[:, :1], x, 1.0, 0.0, 1.0, 1.0)
+
+
+@pytest.mark.parametrize("beta", [-1.0, float("nan"), float("inf"), True, "1"])
+def test_langevin_sde_sampler_rejects_bad_beta(beta):
+    with pytest.raises(ValueError, match="beta must"):
+        langevin_sde_sampler(_gauss_denoiser, torch.zeros(3, 2, dtype=D64), karras_sigmas(4), beta)
+
+
+def test_langevin_sde_sampler_drops_the_langevin_terms_on_a_last_step_to_zero():
+    # single-point data: D == y0, so one Euler step of (edm-ode) to sigma = 0 lands on y0 exactly; a Langevin
+    # drift beta|h|(D - x) or noise sqrt(2 beta|h|) sigma z left in that step would move the output off y0
+    y0 = torch.tensor([0.3, -1.2], dtype=D64)
+    x = 5.0 * torch.randn(40, 2, generator=torch.Generator().manual_seed(6), dtype=D64)
+    out, nfe = langevin_sde_sampler(lambda z, s: y0.expand_as(z), x, torch.tensor([5.0, 0.0], dtype=D64), 3.0,
+                                    generator=torch.Generator().manual_seed(7))
+    assert nfe == 1
+    torch.testing.assert_close(out, y0.expand_as(x), atol=1e-12, rtol=0)
