@@ -10,6 +10,7 @@ and key projection weights are permuted to match).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +27,8 @@ __all__ = [
     "param_count",
     "repeat_kv",
     "rms_norm",
+    "rope_frequencies",
+    "yarn_attention_scale",
 ]
 
 
@@ -68,7 +71,8 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.
     return y.to(x.dtype) * weight
 
 
-def apply_rope(x: torch.Tensor, positions: torch.Tensor, *, base: float = 10000.0) -> torch.Tensor:
+def apply_rope(x: torch.Tensor, positions: torch.Tensor, *, base: float = 10000.0,
+               frequencies: torch.Tensor | None = None) -> torch.Tensor:
     """Rotary position embedding: rotate feature pair ``(2i, 2i+1)`` at position ``p`` by ``p * omega_i``.
 
     With :math:`\\omega_i = \\mathrm{base}^{-2i/d}`, the pair :math:`(x_{2i}, x_{2i+1})` becomes
@@ -81,13 +85,16 @@ def apply_rope(x: torch.Tensor, positions: torch.Tensor, *, base: float = 10000.
         x: ``(..., T, d)`` queries or keys, floating, ``d`` even.
         positions: ``(T,)`` integer (or floating) positions of the ``T`` rows.
         base: the frequency base, positive.
+        frequencies: optional ``(d/2,)`` frequencies that replace :math:`\\omega_i`, e.g. the
+            context-extended ones of :func:`rope_frequencies`; ``base`` is then ignored.
 
     Returns:
         Tensor of the shape, dtype and device of ``x``.
 
     Raises:
         TypeError: if ``x`` is not floating or ``positions`` is not a tensor.
-        ValueError: if ``d`` is odd, ``positions`` is not ``(T,)``, or ``base`` is not positive.
+        ValueError: if ``d`` is odd, ``positions`` is not ``(T,)``, ``base`` is not positive, or
+            ``frequencies`` is not ``(d/2,)``.
 
     >>> q = torch.tensor([[1.0, 0.0]])
     >>> apply_rope(q, torch.tensor([0]))
@@ -106,14 +113,21 @@ def apply_rope(x: torch.Tensor, positions: torch.Tensor, *, base: float = 10000.
     if not (isinstance(base, (int, float)) and base > 0):
         raise ValueError(f"base must be a positive number, got {base!r}")
     d = x.shape[-1]
+    if frequencies is not None and (not isinstance(frequencies, torch.Tensor)
+                                    or tuple(frequencies.shape) != (d // 2,)):
+        raise ValueError(f"frequencies must be a ({d // 2},) tensor, got {getattr(frequencies, 'shape', frequencies)!r}")
     work = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-    cos, sin = _rope_tables(positions, d, base, work)
+    cos, sin = _rope_tables(positions, d, base, work, frequencies)
     return _rotate_pairs(x, cos, sin)
 
 
-def _rope_tables(positions: torch.Tensor, d: int, base: float, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def _rope_tables(positions: torch.Tensor, d: int, base: float, dtype: torch.dtype,
+                 frequencies: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``cos`` and ``sin`` of the angles ``p * omega_i``, each ``(T, d/2)``; angles in float64 for accuracy."""
-    omega = base ** (-torch.arange(0, d, 2, device=positions.device, dtype=torch.float64) / d)  # (d/2,)
+    if frequencies is not None:
+        omega = frequencies.to(device=positions.device, dtype=torch.float64)
+    else:
+        omega = base ** (-torch.arange(0, d, 2, device=positions.device, dtype=torch.float64) / d)  # (d/2,)
     theta = positions.to(torch.float64)[:, None] * omega  # (T, d/2)
     return torch.cos(theta).to(dtype), torch.sin(theta).to(dtype)
 
@@ -124,6 +138,97 @@ def _rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torc
     x0, x1 = pairs[..., 0], pairs[..., 1]
     out = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
     return out.flatten(-2).to(x.dtype)
+
+
+def rope_frequencies(d: int, base: float = 10000.0, *, scaling: str | None = None, factor: float = 1.0,
+                     original_length: int | None = None, alpha: float = 1.0, beta: float = 32.0,
+                     device: torch.device | str | None = None, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    r"""RoPE's rotation frequencies, optionally rescaled to extend the context by ``factor``.
+
+    ``factor`` is :math:`s = L'/L \ge 1`, the target length over the training length. With
+    :math:`\omega_i = \mathrm{base}^{-2i/d}`, ``i = 0 .. d/2 - 1``:
+
+    - ``None``: :math:`\omega_i` (plain RoPE; extrapolation when used past ``L``).
+    - ``"linear"``: position interpolation, :math:`\omega_i / s`, the same as feeding positions
+      :math:`p/s`. Implements (llama-pi).
+    - ``"ntk"``: the base is raised to :math:`\mathrm{base}\cdot s^{d/(d-2)}`, which keeps
+      :math:`\omega_0 = 1` and divides the lowest frequency by :math:`s`. Implements (llama-ntk)
+      (which needs :math:`d \ge 4`; for ``d = 2`` the single pair is treated as the lowest and divided by :math:`s`).
+    - ``"yarn"``: YaRN's per-frequency ramp: with :math:`r_i = L\omega_i/2\pi` the number of turns
+      pair ``i`` makes over the training length ``original_length``, interpolate fully
+      (:math:`\omega_i/s`) where :math:`r_i < \alpha`, keep :math:`\omega_i` where :math:`r_i > \beta`,
+      and blend linearly in :math:`r_i` between. Implements (llama-yarn-ramp). Pair it with
+      :func:`yarn_attention_scale`.
+
+    Args:
+        d: head width, a positive even int.
+        base: the frequency base, positive.
+        scaling: ``None``, ``"linear"``, ``"ntk"`` or ``"yarn"``.
+        factor: the extension factor :math:`s \ge 1` (ignored when ``scaling`` is ``None``).
+        original_length: the training length :math:`L`; required for ``"yarn"``.
+        alpha, beta: YaRN's ramp ends in turns, ``0 < alpha < beta`` (the paper uses 1 and 32 for LLaMA).
+        device, dtype: of the result (floating).
+
+    Returns:
+        ``(d/2,)`` frequencies, decreasing in ``i``.
+
+    Raises:
+        ValueError: on an odd or non-positive ``d``, a non-positive ``base``, an unknown
+            ``scaling``, ``factor < 1``, a missing or bad ``original_length`` for YaRN, or
+            ``alpha >= beta``.
+
+    >>> rope_frequencies(4, 100.0).tolist()
+    [1.0, 0.1]
+    >>> rope_frequencies(4, 100.0, scaling="ntk", factor=4.0).tolist()  # lowest one divided by 4
+    [1.0, 0.025]
+    """
+    if not isinstance(d, int) or isinstance(d, bool) or d <= 0 or d % 2:
+        raise ValueError(f"d must be a positive even int, got {d!r}")
+    if not (isinstance(base, (int, float)) and not isinstance(base, bool) and base > 0):
+        raise ValueError(f"base must be a positive number, got {base!r}")
+    if scaling not in (None, "linear", "ntk", "yarn"):
+        raise ValueError(f"scaling must be None, 'linear', 'ntk' or 'yarn', got {scaling!r}")
+    if not (isinstance(factor, (int, float)) and not isinstance(factor, bool) and factor >= 1):
+        raise ValueError(f"factor must be a number >= 1 (target length / training length), got {factor!r}")
+    if not dtype.is_floating_point:
+        raise ValueError(f"dtype must be floating, got {dtype}")
+    i = torch.arange(d // 2, device=device, dtype=torch.float64)
+    s = float(factor)
+    if scaling == "ntk" and d > 2:
+        # (llama-ntk): b' = b s^{d/(d-2)}, so omega'_i = omega_i s^{-2i/(d-2)}
+        omega = (base * s ** (d / (d - 2))) ** (-2 * i / d)
+    else:
+        omega = base ** (-2 * i / d)
+    if scaling == "ntk" and d == 2:
+        omega = omega / s  # a single pair is both the highest and the lowest frequency; treat it as the lowest
+    if scaling == "linear":
+        omega = omega / s  # (llama-pi)
+    if scaling == "yarn":
+        if not isinstance(original_length, int) or isinstance(original_length, bool) or original_length <= 0:
+            raise ValueError(f"original_length must be a positive int for scaling='yarn', got {original_length!r}")
+        if not (0 < alpha < beta):
+            raise ValueError(f"need 0 < alpha < beta, got alpha={alpha!r}, beta={beta!r}")
+        turns = original_length * omega / (2 * math.pi)  # r_i
+        gamma = ((turns - alpha) / (beta - alpha)).clamp(0.0, 1.0)  # 0: interpolate, 1: keep
+        omega = (1 - gamma) * omega / s + gamma * omega  # (llama-yarn-ramp)
+    return omega.to(dtype)
+
+
+def yarn_attention_scale(factor: float) -> float:
+    r"""YaRN's factor :math:`\sqrt{1/t} = 0.1\ln s + 1` for the queries and keys.
+
+    Multiplying both the rotated queries and keys by it divides the attention logits by the
+    temperature :math:`t`, i.e. multiplies them by :math:`(0.1\ln s + 1)^2`. Implements (llama-yarn-temp).
+
+    Args:
+        factor: the extension factor :math:`s \ge 1`.
+
+    >>> yarn_attention_scale(1.0)
+    1.0
+    """
+    if not (isinstance(factor, (int, float)) and not isinstance(factor, bool) and factor >= 1):
+        raise ValueError(f"factor must be a number >= 1, got {factor!r}")
+    return 0.1 * math.log(factor) + 1.0
 
 
 def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:

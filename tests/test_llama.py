@@ -164,3 +164,76 @@ def test_bad_inputs() -> None:
         generate(model, torch.zeros(1, 30, dtype=torch.long), 20)
     with pytest.raises(TypeError, match="config must be"):
         TinyLlama({"d_model": 8})  # type: ignore[arg-type]
+
+
+# --- context extension (issue 16): rope_frequencies, yarn_attention_scale -------------------------
+def test_rope_frequencies_plain_and_linear_scaling() -> None:
+    from minilib.llama import rope_frequencies
+
+    d, base, s = 16, 500.0, 4.0
+    ref = torch.tensor([base ** (-2 * i / d) for i in range(d // 2)], dtype=torch.float64)
+    torch.testing.assert_close(rope_frequencies(d, base), ref, rtol=1e-15, atol=0)
+    # position interpolation == plain RoPE evaluated at positions p / s
+    x = torch.randn(3, 40, d, dtype=torch.float64)
+    pos = torch.arange(40)
+    pi = apply_rope(x, pos, frequencies=rope_frequencies(d, base, scaling="linear", factor=s))
+    torch.testing.assert_close(pi, apply_rope(x, pos / s, base=base), rtol=0, atol=1e-12)
+    # and plain frequencies through `frequencies=` reproduce the default path
+    torch.testing.assert_close(apply_rope(x, pos, frequencies=rope_frequencies(d, base)),
+                               apply_rope(x, pos, base=base), rtol=0, atol=1e-12)
+
+
+def test_rope_frequencies_ntk_closed_form() -> None:
+    from minilib.llama import rope_frequencies
+
+    d, base, s = 64, 10000.0, 8.0
+    w = rope_frequencies(d, base)
+    ntk = rope_frequencies(d, base, scaling="ntk", factor=s)
+    assert ntk[0].item() == 1.0  # the highest frequency is kept
+    torch.testing.assert_close(ntk[-1], w[-1] / s, rtol=1e-12, atol=0)  # the lowest is divided by s
+    i = torch.arange(d // 2, dtype=torch.float64)
+    torch.testing.assert_close(ntk, w * s ** (-2 * i / (d - 2)), rtol=1e-12, atol=0)
+
+
+def test_rope_frequencies_yarn_ramp_endpoints() -> None:
+    import math
+
+    from minilib.llama import rope_frequencies, yarn_attention_scale
+
+    d, base, s, L = 64, 10000.0, 4.0, 2048
+    w = rope_frequencies(d, base)
+    y = rope_frequencies(d, base, scaling="yarn", factor=s, original_length=L)
+    turns = L * w / (2 * math.pi)
+    lo, hi = turns < 1.0, turns > 32.0
+    assert lo.any() and hi.any() and (~lo & ~hi).any()
+    torch.testing.assert_close(y[lo], w[lo] / s, rtol=1e-12, atol=0)  # r < alpha: interpolation
+    torch.testing.assert_close(y[hi], w[hi], rtol=1e-12, atol=0)  # r > beta: extrapolation
+    mid = (~lo & ~hi).nonzero()[0].item()
+    g = (turns[mid].item() - 1.0) / 31.0
+    assert math.isclose(y[mid].item(), (1 - g) * w[mid].item() / s + g * w[mid].item(), rel_tol=1e-12)
+    # factor 1 changes nothing, for every rule
+    for rule in ("linear", "ntk", "yarn"):
+        torch.testing.assert_close(rope_frequencies(d, base, scaling=rule, factor=1.0, original_length=L), w)
+    assert yarn_attention_scale(1.0) == 1.0
+    assert math.isclose(yarn_attention_scale(math.e ** 2), 1.2)
+
+
+def test_rope_frequencies_bad_inputs() -> None:
+    from minilib.llama import rope_frequencies, yarn_attention_scale
+
+    with pytest.raises(ValueError, match="d must"):
+        rope_frequencies(7)
+    with pytest.raises(ValueError, match="base"):
+        rope_frequencies(8, 0.0)
+    with pytest.raises(ValueError, match="scaling"):
+        rope_frequencies(8, scaling="dynamic")
+    with pytest.raises(ValueError, match="factor"):
+        rope_frequencies(8, scaling="linear", factor=0.5)
+    with pytest.raises(ValueError, match="original_length"):
+        rope_frequencies(8, scaling="yarn", factor=2.0)
+    with pytest.raises(ValueError, match="alpha"):
+        rope_frequencies(8, scaling="yarn", factor=2.0, original_length=64, alpha=5.0, beta=2.0)
+    with pytest.raises(ValueError, match="frequencies"):
+        apply_rope(torch.randn(3, 8), torch.arange(3), frequencies=torch.ones(3))
+    with pytest.raises(ValueError, match="factor"):
+        yarn_attention_scale(0.9)
