@@ -35,6 +35,7 @@ __all__ = [
     "merge_softmax_states",
     "online_softmax",
     "plot_attention",
+    "positive_random_features",
     "softmax_attention",
 ]
 
@@ -788,6 +789,62 @@ def linear_attention_recurrent(
         den = (fq[..., t, :] * z).sum(-1, keepdim=True)
         outs.append(num / (den + eps))
     return torch.stack(outs, dim=-2)
+
+
+def positive_random_features(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Performer's positive random features: ``phi(x) = exp(W x - |x|^2 / 2) / sqrt(m)``.
+
+    With the rows ``w_1, ..., w_m`` of ``w`` drawn i.i.d. from ``N(0, I_d)`` and the **same**
+    ``w`` used for queries and keys, ``phi(q)^T phi(k)`` is an unbiased estimate of the softmax
+    kernel ``exp(q^T k)`` with variance ``exp(2 q^T k) (exp(|q + k|^2) - 1) / m``. The
+    ``1 / sqrt(m)`` factor is included, so the inner product is the *mean* over the ``m``
+    features. To estimate ``exp(tau q^T k)``, pass ``sqrt(tau) * q`` and ``sqrt(tau) * k``.
+    Passing the result as ``feature_map`` to :func:`linear_attention` gives the Performer's
+    estimate of softmax attention.
+
+    The features are not stabilised (subtracting a running maximum in the exponent would
+    rescale them and bias the kernel estimate). Their range: since
+    ``w_r^T x - |x|^2 / 2 = |w_r|^2 / 2 - |x - w_r|^2 / 2``, every feature lies in
+    ``(0, exp(|w_r|^2 / 2) / sqrt(m)]`` whatever ``x`` is, so nothing overflows in float32
+    while every ``|w_r|^2 < 176`` (for Gaussian rows ``|w_r|^2`` has mean ``d`` and standard
+    deviation ``sqrt(2 d)``: at ``d = 64`` the bound is 10 standard deviations out). For large
+    ``|x|`` the features underflow to 0.
+
+    Args:
+        x: inputs (queries or keys), shape ``(..., d)``, floating point.
+        w: random projection, shape ``(m, d)``, same dtype and device as ``x``; rows are
+            meant to be i.i.d. ``N(0, I_d)``.
+
+    Returns:
+        The features, shape ``(..., m)``, strictly positive unless they underflow.
+
+    Raises:
+        TypeError: non-tensor or non-float input, or ``x`` and ``w`` of different dtypes.
+        ValueError: ``w`` not 2-D or with no rows, mismatched ``d``, different devices.
+
+    Implements (linear-attention-prf).
+
+    >>> g = torch.Generator().manual_seed(0)
+    >>> q, k = 0.3 * torch.randn(4, generator=g), 0.3 * torch.randn(4, generator=g)
+    >>> w = torch.randn(100_000, 4, generator=g)
+    >>> est = positive_random_features(q, w) @ positive_random_features(k, w)
+    >>> bool(abs(est - torch.exp(q @ k)) < 0.02)
+    True
+    """
+    _check_float("x", x)
+    _check_float("w", w)
+    if w.dim() != 2 or w.shape[0] < 1:
+        raise ValueError(f"w must have shape (m, d) with m >= 1, got {tuple(w.shape)}")
+    if x.dim() < 1 or x.shape[-1] != w.shape[1]:
+        raise ValueError(f"x must have shape (..., d) with d = w.shape[1] = {w.shape[1]}, got {tuple(x.shape)}")
+    if x.dtype != w.dtype:
+        raise TypeError(f"x and w must share a dtype, got {x.dtype} and {w.dtype}")
+    if x.device != w.device:
+        raise ValueError(f"x and w must be on one device, got {x.device} and {w.device}")
+    m = w.shape[0]
+    # (linear-attention-prf): exponent w_r^T x - |x|^2 / 2, shape (..., m)
+    logits = x @ w.transpose(0, 1) - 0.5 * (x * x).sum(-1, keepdim=True)
+    return torch.exp(logits) / math.sqrt(m)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -530,3 +530,95 @@ def test_flash_docstring_states_the_default_blocks():
     doc = flash_attention.__doc__
     assert f"``DEFAULT_BLOCK_Q`` = {attention.DEFAULT_BLOCK_Q}" in doc
     assert f"``DEFAULT_BLOCK_K`` = {attention.DEFAULT_BLOCK_K}" in doc
+
+
+# ---------------------------------------------------------------------------------------------
+# positive random features (linear-attention chapter, Performer depth section)
+# ---------------------------------------------------------------------------------------------
+from minilib.attention import positive_random_features  # noqa: E402
+
+
+def _pair(d, scale, seed):
+    g = torch.Generator().manual_seed(seed)
+    return (scale * torch.randn(d, generator=g, dtype=torch.float64) for _ in range(2))
+
+
+@pytest.mark.parametrize("d, scale, seed", [(4, 0.3, 0), (8, 0.25, 1), (16, 0.15, 2)])
+def test_prf_kernel_is_unbiased_and_has_the_derived_variance(d, scale, seed):
+    q, k = _pair(d, scale, seed)
+    n = 400_000
+    w = torch.randn(n, d, generator=torch.Generator().manual_seed(100 + seed), dtype=torch.float64)
+    # n single-feature estimates Y_r = exp(w_r^T q - |q|^2/2) exp(w_r^T k - |k|^2/2): undo the 1/sqrt(n) scaling
+    y = n * positive_random_features(q, w) * positive_random_features(k, w)
+    kappa = torch.exp(q @ k)  # closed-form reference
+    se = y.std() / math.sqrt(n)
+    assert abs(y.mean() - kappa) < 4 * se
+    # (linear-attention-prf-var): Var Y = exp(2 q^T k) (exp(|q + k|^2) - 1); (Y - kappa)^2 has mean Var Y
+    var = torch.exp(2 * q @ k) * torch.expm1(((q + k) ** 2).sum())
+    dev2 = (y - kappa) ** 2
+    assert abs(dev2.mean() - var) < 5 * dev2.std() / math.sqrt(n)
+    # the m-feature estimate phi(q)^T phi(k) is the mean of m of them: variance Var Y / m
+    m, reps = 32, 4000
+    est = torch.stack([positive_random_features(q, wb) @ positive_random_features(k, wb)
+                       for wb in w[: m * reps].reshape(reps, m, d)])
+    # sample variance of 4000 values: relative standard error about sqrt(2 / 4000) * sqrt(kurtosis factor) < 0.1
+    assert abs(est.var() / (var / m) - 1) < 0.15
+
+
+def test_prf_matches_brute_force_and_follows_dtype():
+    g = torch.Generator().manual_seed(3)
+    x, w = torch.randn(2, 5, 6, generator=g), torch.randn(7, 6, generator=g)
+    out = positive_random_features(x, w)
+    assert out.shape == (2, 5, 7) and out.dtype == torch.float32 and bool((out > 0).all())
+    brute = torch.empty(2, 5, 7, dtype=torch.float64)
+    for idx in ((a, b) for a in range(2) for b in range(5)):
+        xi = x[idx].double()
+        for r in range(7):
+            brute[idx][r] = math.exp(float(w[r].double() @ xi) - 0.5 * float(xi @ xi)) / math.sqrt(7)
+    torch.testing.assert_close(out.double(), brute, rtol=1e-5, atol=0)
+    meta = positive_random_features(torch.empty(3, 4, device="meta"), torch.empty(5, 4, device="meta"))
+    assert meta.shape == (3, 5) and meta.device.type == "meta"
+
+
+def test_prf_opposite_pair_is_exact_and_features_bounded():
+    # q = -k: every single-feature estimate equals exp(-|q|^2) = exp(q^T k), zero variance
+    g = torch.Generator().manual_seed(4)
+    q, w = torch.randn(5, generator=g, dtype=torch.float64), torch.randn(64, 5, generator=g, dtype=torch.float64)
+    y = 64 * positive_random_features(q, w) * positive_random_features(-q, w)
+    torch.testing.assert_close(y, torch.full_like(y, math.exp(-float(q @ q))))
+    # every feature is at most exp(|w_r|^2 / 2) / sqrt(m), whatever x is
+    x = 10 * torch.randn(50, 5, generator=g, dtype=torch.float64)
+    assert bool((positive_random_features(x, w) <= torch.exp(0.5 * (w * w).sum(-1)) / 8 * (1 + 1e-12)).all())
+
+
+def test_prf_linear_attention_approaches_softmax_attention():
+    g = torch.Generator().manual_seed(5)
+    # inputs of norm about 1.4: tau |q + k|^2 is about 1, so the relative kernel error with 20000 features
+    # is about sqrt((e - 1) / 20000) = 0.01 (at unit-variance entries it would be ten times larger)
+    q, k, v = (0.5 * torch.randn(1, 12, 8, generator=g, dtype=torch.float64) for _ in range(3))
+    tau = 1 / math.sqrt(8)
+    w = torch.randn(20_000, 8, generator=g, dtype=torch.float64)
+    phi = lambda x: positive_random_features(math.sqrt(tau) * x, w)  # noqa: E731
+    approx = linear_attention(q, k, v, feature_map=phi, eps=0.0)
+    exact = softmax_attention(q, k, v)
+    # the outputs are averages of values of size ~0.5 with weights off by ~1% (max error 5e-3 with this seed);
+    # 0.02 catches a wrong temperature (tau = 1 gives 0.12, tau = 0, i.e. uniform weights, gives 0.06)
+    assert (approx - exact).abs().max() < 0.02
+
+
+def test_prf_bad_input():
+    x, w = torch.randn(3, 4), torch.randn(5, 4)
+    with pytest.raises(TypeError, match="x"):
+        positive_random_features([1.0, 2.0], w)
+    with pytest.raises(TypeError, match="w"):
+        positive_random_features(x, torch.ones(5, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"w must have shape \(m, d\)"):
+        positive_random_features(x, torch.randn(4))
+    with pytest.raises(ValueError, match=r"w must have shape \(m, d\)"):
+        positive_random_features(x, torch.randn(0, 4))
+    with pytest.raises(ValueError, match="d = w.shape"):
+        positive_random_features(torch.randn(3, 5), w)
+    with pytest.raises(TypeError, match="dtype"):
+        positive_random_features(x.double(), w)
+    with pytest.raises(ValueError, match="device"):
+        positive_random_features(x, torch.empty(5, 4, device="meta"))
