@@ -169,3 +169,127 @@ def test_bad_inputs():
         reverse_sde_sample(VPSDE(), lambda z, t: z[:, :1], x, 2)
     with pytest.raises(ValueError, match="prior_log_prob"):
         pf_ode_log_likelihood(VPSDE(), s, x, 2, prior_log_prob=lambda z: z)
+
+
+# --- ancestral step vs Euler-Maruyama, Langevin corrector, predictor-corrector (sde-ode depth section) ---
+
+from minilib.sde import langevin_corrector, predictor_corrector_sample, reverse_step  # noqa: E402
+
+
+def test_ancestral_minus_euler_maruyama_is_the_closed_form_remainder():
+    # (sde-ancestral-em-gap): A - E = r(b) (x + b s) + b^2 s / 2 with r(b) = 1/sqrt(1-b) - 1 - b/2, exactly
+    sde = VPSDE()
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(64, 2, generator=g, dtype=D64)
+    z = torch.randn(64, 2, generator=g, dtype=D64)
+    score = _gauss_score(sde)
+    t = 0.6
+    for h in (1e-2, 1e-3):
+        b = sde.beta(t) * h
+        s = score(x, t)
+        r = 1 / math.sqrt(1 - b) - 1 - b / 2
+        gap = reverse_step(sde, score, x, t, h, z, method="ancestral") - reverse_step(sde, score, x, t, h, z)
+        torch.testing.assert_close(gap, r * (x + b * s) + 0.5 * b * b * s, atol=1e-13, rtol=1e-9)
+        assert r <= 3 * b * b / (8 * (1 - b))  # the bound of the proposition
+
+
+@pytest.mark.parametrize("method", ["euler_maruyama", "ancestral"])
+def test_reverse_step_sampler_recovers_gaussian_marginal(method):
+    # 200 uniform steps from 1 to t_end, noise-free last step: as test_reverse_sde_recovers_gaussian_marginal
+    sde = VPSDE()
+    g = torch.Generator().manual_seed(4)
+    x = math.sqrt(_var(sde, 1.0)) * torch.randn(5_000, 2, generator=g, dtype=D64) + sde.marginal(1.0)[0] * MU
+    t_end = 1e-3
+    out = predictor_corrector_sample(sde, _gauss_score(sde), x, 200, n_corrector=0, predictor=method,
+                                     t_end=t_end, generator=g)
+    assert float((out.mean(0) - sde.marginal(t_end)[0] * MU).abs().max()) < 0.03  # > 4 SE, see above
+    assert float(out.var(0).sub(_var(sde, t_end)).abs().max()) < 0.03
+
+
+@pytest.mark.parametrize("sde", SDES, ids=["vp", "ve"])
+def test_predictor_corrector_recovers_gaussian_marginal(sde):
+    g = torch.Generator().manual_seed(5)
+    a1 = sde.marginal(1.0)[0]
+    x = a1 * MU + math.sqrt(_var(sde, 1.0)) * torch.randn(5_000, 2, generator=g, dtype=D64)
+    t_end = 1e-3
+    out = predictor_corrector_sample(sde, _gauss_score(sde), x, 100, n_corrector=1, snr=0.16, t_end=t_end, generator=g)
+    # Same 4-SE tolerances as above; the corrector's own bias inflates the variance by a factor about
+    # 1 / (1 - r^2), under 3% of 0.25 here (exercise sde-ex-ula-bias), so well inside 0.03
+    assert float((out.mean(0) - sde.marginal(t_end)[0] * MU).abs().max()) < 0.03
+    assert float(out.var(0).sub(_var(sde, t_end)).abs().max()) < 0.03
+
+
+def test_langevin_corrector_keeps_exact_gaussian_and_matches_ula_variance():
+    # Exact samples of N(m, v I); one step with eps: mean stays m exactly, variance becomes v + eps^2 / v.
+    g = torch.Generator().manual_seed(6)
+    m, v, n = torch.tensor([0.5, -1.0], dtype=D64), 0.3, 200_000
+    x = m + math.sqrt(v) * torch.randn(n, 2, generator=g, dtype=D64)
+    score = lambda y, t: -(y - m) / v
+    eps = 0.1
+    out = langevin_corrector(score, x, 0.5, step_size=eps, generator=g)
+    se_mean, se_var = math.sqrt(v / n), v * math.sqrt(2 / n)
+    assert float((out.mean(0) - m).abs().max()) < 4 * se_mean
+    # one step adds eps^2 / v = 0.033 to the variance: 35 SE (se_var = 9.5e-4), so this tells v + eps^2/v from v
+    assert float((out.var(0) - (v + eps * eps / v)).abs().max()) < 4 * se_var
+    # many steps with a large eps reach the ULA stationary variance v / (1 - eps / (2 v)), not v
+    big = 0.2
+    out = langevin_corrector(score, x[:20_000], 0.5, step_size=big, n_steps=60, generator=g)
+    ula = v / (1 - big / (2 * v))  # 0.45 vs v = 0.3
+    assert float((out.var(0) - ula).abs().max()) < 4 * ula * math.sqrt(2 / 20_000)
+    # the SNR rule: eps = 2 alpha (r mean|z| / mean|s|)^2, roughly 2 r^2 v for Gaussian data in 2D
+    out = langevin_corrector(score, x[:20_000], 0.5, snr=0.16, generator=torch.Generator().manual_seed(7))
+    ref = x[:20_000]
+    gz = torch.Generator().manual_seed(7)
+    z = torch.randn(ref.shape, generator=gz, dtype=D64)
+    s = score(ref, 0.5)
+    e = 2 * (0.16 * z.norm(dim=-1).mean() / s.norm(dim=-1).mean()) ** 2
+    torch.testing.assert_close(out, ref + e * s + (2 * e).sqrt() * z)
+    assert 0.5 * 2 * 0.16**2 * v < float(e) < 2 * 2 * 0.16**2 * v
+
+
+def test_pc_bad_inputs_and_dtype():
+    sde, x, s = VPSDE(), torch.zeros(4, 2), lambda z, t: -z
+    with pytest.raises(ValueError, match="beta\\(t\\) \\* h < 1"):
+        reverse_step(sde, s, x, 1.0, 0.1, None, method="ancestral")
+    with pytest.raises(ValueError, match="needs a VPSDE"):
+        reverse_step(VESDE(), s, x, 0.5, 0.01, None, method="ancestral")
+    with pytest.raises(ValueError, match="method"):
+        reverse_step(sde, s, x, 0.5, 0.01, None, method="heun")
+    with pytest.raises(ValueError, match="0 < h <= t"):
+        reverse_step(sde, s, x, 0.5, 0.6, None)
+    with pytest.raises(ValueError, match="noise must be"):
+        reverse_step(sde, s, x, 0.5, 0.01, torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="snr"):
+        langevin_corrector(s, x, 0.5, snr=0.0)
+    with pytest.raises(ValueError, match="n_steps"):
+        langevin_corrector(s, x, 0.5, n_steps=0)
+    with pytest.raises(ValueError, match="step_size"):
+        langevin_corrector(s, x, 0.5, step_size=-1.0)
+    with pytest.raises(TypeError, match="floating"):
+        langevin_corrector(s, x.long(), 0.5)
+    with pytest.raises(ValueError, match="n_corrector"):
+        predictor_corrector_sample(sde, s, x, 5, n_corrector=-1)
+    with pytest.raises(ValueError, match="predictor"):
+        predictor_corrector_sample(sde, s, x, 5, predictor="heun")
+    out = predictor_corrector_sample(sde, s, torch.randn(4, 3), 5, generator=torch.Generator().manual_seed(0))
+    assert out.dtype == torch.float32 and out.shape == (4, 3)
+
+
+def test_predictor_corrector_vp_alpha_is_one_step_of_the_forward_chain():
+    # One PC step on a coarse grid (n_steps=1: corrector at t=1, then a noise-free EM step to t_end), rebuilt
+    # by hand. The VP factor alpha must be exp(-int_{t_end}^1 beta) in (0, 1), the fraction of signal kept by
+    # the forward step (Song et al.'s 1 - beta_i); its inverse (> 1) would inflate the corrector step.
+    sde, t_end = VPSDE(), 0.6
+    score = _gauss_score(sde)
+    x = torch.randn(256, 2, generator=torch.Generator().manual_seed(8), dtype=D64)
+    out = predictor_corrector_sample(sde, score, x, 1, n_corrector=1, snr=0.16, t_end=t_end,
+                                     generator=torch.Generator().manual_seed(9))
+    integral = sde.beta_min * (1 - t_end) + 0.5 * (sde.beta_max - sde.beta_min) * (1 - t_end**2)
+    alpha = math.exp(-integral)
+    z = torch.randn(x.shape, generator=torch.Generator().manual_seed(9), dtype=D64)
+    s = score(x, 1.0)
+    eps = 2 * alpha * (0.16 * z.norm(dim=-1).mean() / s.norm(dim=-1).mean()) ** 2
+    xc = x + eps * s + (2 * eps).sqrt() * z
+    b = sde.beta(1.0)
+    ref = xc + (0.5 * b * xc + b * score(xc, 1.0)) * (1 - t_end)
+    torch.testing.assert_close(out, ref)
