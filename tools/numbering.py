@@ -23,6 +23,7 @@ from sphinx.application import Sphinx
 
 FRONT_AND_BACK = {"Getting started", "Reference"}
 _LABEL_REF = re.compile(r"\(([A-Za-z][A-Za-z0-9_:-]*)\)")
+_LINKED_LABEL = re.compile(r"(equation\s+)?\(([A-Za-z][A-Za-z0-9_:-]*)\)")  # a link's whole text
 _SKIP = (nodes.literal, nodes.literal_block, nodes.math, nodes.math_block, nodes.reference, nodes.raw)
 
 
@@ -42,9 +43,22 @@ def chapter_numbers(toc_path: Path) -> dict[str, int]:
 
 
 def _numbers(app: Sphinx) -> dict[str, int]:
-    if not hasattr(app.env, "dr_chapter_numbers"):
-        app.env.dr_chapter_numbers = chapter_numbers(Path(app.srcdir) / "_toc.yml")
-    return app.env.dr_chapter_numbers
+    # Kept on the application, not the (pickled) environment: an incremental build must number
+    # from the table of contents as it is now, not as it was when the environment was saved.
+    if not hasattr(app, "dr_chapter_numbers"):
+        app.dr_chapter_numbers = chapter_numbers(Path(app.srcdir) / "_toc.yml")
+    return app.dr_chapter_numbers
+
+
+def _renumbered(app: Sphinx, env, added: set[str], changed: set[str], removed: set[str]) -> list[str]:
+    """Re-read every numbered page when the chapter numbers changed since the last build (a
+    chapter added or moved in ``_toc.yml``); otherwise unchanged pages keep their old numbers."""
+    new = _numbers(app)
+    old = getattr(env, "dr_toc_numbers", None)
+    env.dr_toc_numbers = dict(new)
+    if old == new:
+        return []
+    return [doc for doc in new if doc in env.found_docs and doc not in added]
 
 
 def _number_doc(app: Sphinx, doctree: nodes.document) -> None:
@@ -92,6 +106,18 @@ def _link_lab_equations(app: Sphinx, doctree: nodes.document, docname: str) -> N
     if not docname.startswith("notebooks/") or app.builder.format != "html":
         return
     equations = app.env.get_domain("math").equations
+    # A link whose text is "(label)" (written in the lab as a markdown link to the derivation
+    # page, so that it works in Colab too) shows the number and points within the site.
+    for ref in list(doctree.findall(nodes.reference)):
+        m = _LINKED_LABEL.fullmatch(ref.astext().strip())
+        found = equations.get(m.group(2)) if m else None
+        if not found:
+            continue
+        target_doc, number = found
+        uri = app.builder.get_relative_uri(docname, target_doc) + "#" + nodes.make_id(f"equation-{m.group(2)}")
+        new_ref = nodes.reference("", "", internal=True, refuri=uri, classes=["dr-eqref"])
+        new_ref.append(nodes.Text(f"({number})"))
+        ref.replace_self([nodes.Text(m.group(1)), new_ref] if m.group(1) else new_ref)
     for text in list(doctree.findall(nodes.Text)):
         parent = text.parent
         if parent is None or any(isinstance(a, _SKIP) for a in _ancestors(text)):
@@ -128,5 +154,6 @@ def _ancestors(node: nodes.Node):
 def setup(app: Sphinx) -> None:
     app.connect("doctree-read", _number_doc, priority=400)  # before the title collector (500)
     app.connect("env-purge-doc", _purge)
+    app.connect("env-get-outdated", _renumbered)
     app.connect("env-get-updated", _env_numbers, priority=900)  # after Sphinx assigns figure numbers
     app.connect("doctree-resolved", _link_lab_equations)
