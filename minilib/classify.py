@@ -232,12 +232,7 @@ def gaussian_posterior_params(
 
 
 def _check_probs(p: torch.Tensor, name: str) -> None:
-    if not isinstance(p, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(p).__name__}")
-    if not p.is_floating_point():
-        raise TypeError(f"{name} must be a floating tensor of probabilities, got {p.dtype}")
-    if p.dim() == 0 or p.shape[-1] == 0:
-        raise ValueError(f"{name} must have shape (..., K) with K >= 1, got {tuple(p.shape)}")
+    _check_logits(p, name)  # same type and shape rules as logits; then the values
     if p.device.type != "meta" and p.numel():
         tol = 1e-4 if p.dtype in (torch.float16, torch.bfloat16, torch.float32) else 1e-8
         if bool((p < 0).any()) or bool(((p.sum(-1) - 1).abs() > tol * p.shape[-1]).any()):

@@ -143,13 +143,17 @@ class VESDE:
 SDE = VPSDE | VESDE
 
 
-def _check_sampler_args(sde: SDE, x: torch.Tensor, n_steps: int, t_end: float) -> None:
+def _check_sde_and_x(sde: SDE, x: torch.Tensor) -> None:
     if not isinstance(sde, (VPSDE, VESDE)):
         raise TypeError(f"sde must be a VPSDE or VESDE, got {type(sde).__name__}")
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise TypeError("x must be a floating-point torch.Tensor")
     if x.dim() != 2:
         raise ValueError(f"x must have shape (B, D), got {tuple(x.shape)}")
+
+
+def _check_sampler_args(sde: SDE, x: torch.Tensor, n_steps: int, t_end: float) -> None:
+    _check_sde_and_x(sde, x)
     if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
         raise ValueError(f"n_steps must be a positive int, got {n_steps!r}")
     if isinstance(t_end, bool) or not isinstance(t_end, (int, float)) or not 0 < t_end < 1:
@@ -341,12 +345,7 @@ def pf_ode_log_likelihood(
 
 
 def _check_step_inputs(sde: SDE, x: torch.Tensor, t: float, noise: torch.Tensor | None) -> None:
-    if not isinstance(sde, (VPSDE, VESDE)):
-        raise TypeError(f"sde must be a VPSDE or VESDE, got {type(sde).__name__}")
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise TypeError("x must be a floating-point torch.Tensor")
-    if x.dim() != 2:
-        raise ValueError(f"x must have shape (B, D), got {tuple(x.shape)}")
+    _check_sde_and_x(sde, x)
     _check_time(t)
     if noise is not None and (not isinstance(noise, torch.Tensor) or noise.shape != x.shape):
         raise ValueError(f"noise must be a tensor of shape {tuple(x.shape)}")
