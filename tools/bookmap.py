@@ -93,7 +93,7 @@ def draw(chs: list[Chapter]):
                 (x0, y - box_h / 2), box_w, box_h, boxstyle="round,pad=0.02,rounding_size=0.08",
                 facecolor="white", edgecolor=colours[j % len(colours)], linewidth=1.6, zorder=3,
             ))
-            label = "\n".join(textwrap.wrap(f"{c.number}  {c.title}", 34)[:2])
+            label = "\n".join(textwrap.wrap(f"{c.number}  {c.title}", 34, break_on_hyphens=False)[:2])
             ax.text(x0 + 0.1, y, label, ha="left", va="center", fontsize=8.2, color="#222", zorder=4)
     for c in chs:
         if c.docname not in pos:
