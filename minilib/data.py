@@ -19,7 +19,9 @@ import torch
 
 __all__ = [
     "GaussianMixture",
+    "augment",
     "checkerboard",
+    "correlated_gaussians",
     "eight_gaussians",
     "glyphs",
     "mixture_2d",
@@ -703,3 +705,284 @@ def event_streams(
     on = motif_id >= 0
     feats[on] += motifs[motif_id[on]]
     return _finish(feats, device, dtype), labels.to(feats.device if device is None else device)
+
+
+# ---------------------------------------------------------------------------------------------
+# augmentations for self-supervised learning (chapter ssl/contrastive)
+
+
+def augment(
+    images: torch.Tensor,
+    generator: torch.Generator | None = None,
+    *,
+    crop_scale: tuple[float, float] = (0.6, 1.0),
+    max_rotation: float = 15.0,
+    jitter: float = 0.2,
+    noise: float = 0.05,
+) -> torch.Tensor:
+    """A random view of each image: crop-and-resize, small rotation, brightness/contrast, noise.
+
+    Each sample gets its own randomness, drawn on the CPU from ``generator`` (so a seed gives the
+    same views on every device): a square crop covering a fraction ``a ~ U(crop_scale)`` of the
+    image area (side ``sqrt(a)``, placed uniformly inside the frame) resized back to ``H x W``
+    and rotated by an angle uniform in ``[-max_rotation, max_rotation]`` degrees (one bilinear
+    resampling, pixels from outside the frame repeat the border, which for glyphs is
+    background); then contrast ``c ~ U(1 - jitter, 1 + jitter)`` about each image's mean and
+    brightness ``b ~ U(-jitter, jitter)`` (``x <- mean + c (x - mean) + b``, in the units of the
+    images, e.g. glyphs in ``[-1, 1]``); then Gaussian noise of standard deviation ``noise``.
+    Values are not clamped. Two calls on the same batch give two views, the positive pair of a
+    contrastive loss. Implements the view sampler ``t ~ T`` of (ctr-views).
+
+    Args:
+        images: ``(B, C, H, W)`` floating tensor (``C`` is 1 for glyphs).
+        generator: CPU generator for reproducibility.
+        crop_scale: ``(low, high)`` range of the crop's area fraction, ``0 < low <= high <= 1``.
+        max_rotation: largest rotation in degrees, ``>= 0``.
+        jitter: brightness/contrast strength, in ``[0, 1)``.
+        noise: standard deviation of the additive noise, ``>= 0``.
+
+    Returns:
+        ``(B, C, H, W)``, same device and dtype as ``images``.
+
+    >>> x, _ = glyphs(2, generator=torch.Generator().manual_seed(0))
+    >>> v = augment(x, torch.Generator().manual_seed(1))
+    >>> v.shape, v.dtype, bool((v - x).abs().mean() > 0.01)
+    (torch.Size([2, 1, 16, 16]), torch.float32, True)
+    """
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    if images.dim() != 4:
+        raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
+    if not images.dtype.is_floating_point:
+        raise TypeError(f"images must be floating point, got {images.dtype}")
+    _check_generator(generator)
+    try:
+        lo, hi = (float(v) for v in crop_scale)
+    except (TypeError, ValueError):
+        raise ValueError(f"crop_scale must be a pair (low, high), got {crop_scale!r}") from None
+    if not 0.0 < lo <= hi <= 1.0:
+        raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {crop_scale!r}")
+    for value, name in ((max_rotation, "max_rotation"), (noise, "noise")):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
+            raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+    if not isinstance(jitter, (int, float)) or isinstance(jitter, bool) or not 0 <= jitter < 1:
+        raise ValueError(f"jitter must be a number in [0, 1), got {jitter!r}")
+    b, c, h, w = images.shape
+    area = lo + (hi - lo) * torch.rand(b, generator=generator)
+    side = area.sqrt()  # crop side as a fraction of the frame
+    centre = (torch.rand(b, 2, generator=generator) * 2 - 1) * (1 - side)[:, None]  # crop inside frame
+    angle = (torch.rand(b, generator=generator) * 2 - 1) * math.radians(float(max_rotation))
+    contrast = 1 + (torch.rand(b, generator=generator) * 2 - 1) * float(jitter)
+    bright = (torch.rand(b, generator=generator) * 2 - 1) * float(jitter)
+    eps = torch.randn(b, c, h, w, generator=generator) * float(noise)
+    # affine_grid maps output coords u in [-1, 1]^2 to input coords: centre + side * R(angle) u
+    cos, sin = torch.cos(angle) * side, torch.sin(angle) * side
+    theta = torch.stack(
+        (torch.stack((cos, -sin, centre[:, 0]), -1), torch.stack((sin, cos, centre[:, 1]), -1)), 1
+    )  # (B, 2, 3)
+    work = images.float()
+    grid = torch.nn.functional.affine_grid(theta.to(work.device), [b, c, h, w], align_corners=False)
+    out = torch.nn.functional.grid_sample(work, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    mean = out.mean(dim=(1, 2, 3), keepdim=True)
+    shape = (b, 1, 1, 1)
+    out = mean + contrast.to(work.device).view(shape) * (out - mean) + bright.to(work.device).view(shape)
+    out = out + eps.to(work.device)
+    return out.to(dtype=images.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# captioned shapes (the image-text set of the self-supervised and multimodal part)
+from dataclasses import dataclass  # noqa: E402
+
+__all__ += ["CAPTION_COLOURS", "CAPTION_SHAPES", "CAPTION_VOCAB", "CaptionedShapes", "captioned_shapes",
+            "decode_caption"]
+
+#: Colour words of :func:`captioned_shapes` and their RGB values in ``[0, 1]``.
+CAPTION_COLOURS: dict[str, tuple[float, float, float]] = {
+    "red": (0.90, 0.15, 0.15),
+    "green": (0.15, 0.75, 0.20),
+    "blue": (0.20, 0.35, 0.95),
+    "yellow": (0.95, 0.85, 0.10),
+}
+#: Shape words of :func:`captioned_shapes` (the kinds that :func:`shapes` draws).
+CAPTION_SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
+#: The caption vocabulary; a token is an index into it. ``<pad>`` is 0, ``<bos>`` 1, ``<eos>`` 2.
+CAPTION_VOCAB: tuple[str, ...] = ("<pad>", "<bos>", "<eos>", "a", "left", "of",
+                                  *CAPTION_COLOURS, *CAPTION_SHAPES)
+
+
+@dataclass(frozen=True)
+class CaptionedShapes:
+    """What :func:`captioned_shapes` returns.
+
+    Attributes:
+        images: ``(n, 3, size, size)`` in ``[0, 1]``.
+        tokens: ``(n, L)`` int64 captions, ``<bos> ... <eos>`` then ``<pad>`` (0) up to the longest.
+        lengths: ``(n,)`` int64, tokens per caption including ``<bos>`` and ``<eos>``.
+        colours, kinds: ``(n, max_shapes)`` int64 indices into ``CAPTION_COLOURS`` (in its order)
+            and ``CAPTION_SHAPES``, the objects from left to right; ``-1`` past ``counts``.
+        counts: ``(n,)`` int64, the number of objects in each image.
+    """
+
+    images: torch.Tensor
+    tokens: torch.Tensor
+    lengths: torch.Tensor
+    colours: torch.Tensor
+    kinds: torch.Tensor
+    counts: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+def _caption_ids(colours: list[int], kinds: list[int]) -> list[int]:
+    ids = CAPTION_VOCAB.index
+    colour_names = list(CAPTION_COLOURS)
+    out = [ids("<bos>")]
+    for j, (c, k) in enumerate(zip(colours, kinds)):
+        if j:
+            out += [ids("left"), ids("of")]
+        out += [ids("a"), ids(colour_names[c]), ids(CAPTION_SHAPES[k])]
+    return out + [ids("<eos>")]
+
+
+def captioned_shapes(
+    n: int,
+    *,
+    size: int = 32,
+    max_shapes: int = 2,
+    min_shapes: int = 1,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> CaptionedShapes:
+    """Small images of one to ``max_shapes`` coloured shapes, each with a templated caption.
+
+    An image is split into ``k`` equal vertical bands (``k`` uniform in ``min_shapes..max_shapes``),
+    and band ``j`` holds object ``j``: a kind uniform over ``CAPTION_SHAPES``, a colour uniform
+    over ``CAPTION_COLOURS``, a side of 55% to 90% of ``min(size / k, size / 2)``, placed
+    uniformly inside its band and the image. The background is a uniform grey level in
+    ``[0.05, 0.35]``; every pixel gets independent uniform noise in ``[-0.05, 0.05]`` per channel and
+    the image is clipped to ``[0, 1]``. Shapes are rasterized as in :func:`shapes`. The caption
+    names the objects from left to right, for example ``"a red circle left of a blue square"``,
+    tokenized by ``CAPTION_VOCAB`` with ``<bos>`` and ``<eos>``. Random numbers are drawn on the
+    CPU from ``generator``, so a seed fixes the data.
+
+    Args:
+        n: number of images.
+        size: image side in pixels, at least 16.
+        max_shapes, min_shapes: the most and fewest objects per image, ``1 <= min <= max <= 3``.
+        generator: CPU generator for reproducibility.
+        device, dtype: of the images (the integer fields are int64 on ``device``).
+
+    Returns:
+        A :class:`CaptionedShapes`.
+
+    >>> d = captioned_shapes(3, size=16, max_shapes=2, generator=torch.Generator().manual_seed(0))
+    >>> tuple(d.images.shape), d.tokens.dtype
+    ((3, 3, 16, 16), torch.int64)
+    >>> decode_caption(d.tokens[0]) in {"a " + c + " " + s for c in CAPTION_COLOURS for s in CAPTION_SHAPES} or "left of" in decode_caption(d.tokens[0])
+    True
+    """
+    _check_n(n)
+    _check_generator(generator)
+    _check_float_dtype(dtype)
+    if not isinstance(size, int) or isinstance(size, bool) or size < 16:
+        raise ValueError(f"size must be an int >= 16, got {size!r}")
+    for name, v in (("min_shapes", min_shapes), ("max_shapes", max_shapes)):
+        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 3:
+            raise ValueError(f"{name} must be an int in 1..3, got {v!r}")
+    if min_shapes > max_shapes:
+        raise ValueError(f"min_shapes must be <= max_shapes, got {min_shapes} > {max_shapes}")
+    centres = torch.arange(size, dtype=torch.float64) + 0.5
+    yc, xc = centres[:, None], centres[None, :]
+    palette = torch.tensor(list(CAPTION_COLOURS.values()))
+    images = torch.empty(n, 3, size, size)
+    colours = torch.full((n, max_shapes), -1, dtype=torch.int64)
+    kinds = torch.full((n, max_shapes), -1, dtype=torch.int64)
+    counts = torch.empty(n, dtype=torch.int64)
+    captions: list[list[int]] = []
+    for i in range(n):
+        k = int(torch.randint(min_shapes, max_shapes + 1, (1,), generator=generator))
+        grey = 0.05 + 0.3 * float(torch.rand(1, generator=generator))
+        img = torch.full((3, size, size), grey)
+        band = size / k
+        for j in range(k):
+            kind = int(torch.randint(len(CAPTION_SHAPES), (1,), generator=generator))
+            colour = int(torch.randint(len(CAPTION_COLOURS), (1,), generator=generator))
+            u = torch.rand(3, generator=generator, dtype=torch.float64).tolist()
+            side = (0.55 + 0.35 * u[0]) * min(band, size / 2)
+            x0 = j * band + u[1] * (band - side)
+            y0 = u[2] * (size - side)
+            mask = _shape_mask(CAPTION_SHAPES[kind], x0, y0, side, yc, xc)
+            img[:, mask] = palette[colour][:, None]
+            colours[i, j], kinds[i, j] = colour, kind
+        counts[i] = k
+        img += (torch.rand(3, size, size, generator=generator) * 2 - 1) * 0.05
+        images[i] = img.clamp_(0.0, 1.0)
+        captions.append(_caption_ids(colours[i, :k].tolist(), kinds[i, :k].tolist()))
+    longest = max(len(c) for c in captions)
+    tokens = torch.zeros(n, longest, dtype=torch.int64)
+    for i, c in enumerate(captions):
+        tokens[i, : len(c)] = torch.tensor(c)
+    lengths = torch.tensor([len(c) for c in captions], dtype=torch.int64)
+    images = _finish(images, device, dtype)
+    dev = images.device
+    return CaptionedShapes(images, tokens.to(dev), lengths.to(dev), colours.to(dev), kinds.to(dev), counts.to(dev))
+
+
+def decode_caption(tokens: torch.Tensor) -> str:
+    """The words of one caption ``(L,)``, without ``<bos>``, ``<eos>`` and ``<pad>``.
+
+    >>> decode_caption(torch.tensor([1, 3, 6, 10, 2, 0]))
+    'a red circle'
+    """
+    if not isinstance(tokens, torch.Tensor) or tokens.dim() != 1 or tokens.is_floating_point():
+        raise TypeError("tokens must be a 1-D integer tensor (one caption)")
+    if ((tokens < 0) | (tokens >= len(CAPTION_VOCAB))).any():
+        raise ValueError(f"tokens must lie in [0, {len(CAPTION_VOCAB) - 1}]")
+    return " ".join(CAPTION_VOCAB[t] for t in tokens.tolist() if t > 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Correlated Gaussians with known mutual information (chapter ssl/infonce)
+def correlated_gaussians(
+    n: int,
+    rho: float,
+    dim: int = 1,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""``n`` pairs ``(x, y)`` of ``dim``-vectors, standard Gaussian, coordinate ``k`` of ``y``
+    correlated with coordinate ``k`` of ``x`` by ``rho`` and independent of the others.
+
+    Drawn as :math:`x \sim \mathcal N(0, I)`, :math:`y = \rho x + \sqrt{1 - \rho^2}\,\varepsilon`
+    with :math:`\varepsilon \sim \mathcal N(0, I)`, so :math:`y \sim \mathcal N(0, I)` too and
+    :math:`I(x; y) = -\frac{d}{2}\log(1-\rho^2)` (``minilib.contrastive.gaussian_mi``).
+    Implements (infonce-gaussian-pairs).
+
+    Args:
+        n: number of pairs.
+        rho: correlation of each coordinate pair, ``|rho| < 1``.
+        dim: number of coordinates ``d``.
+        generator, device, dtype: as everywhere in this module (draws on the CPU, then moves).
+
+    Returns:
+        ``(x, y)``, each ``(n, dim)``.
+
+    >>> x, y = correlated_gaussians(4, 0.9, dim=2, generator=torch.Generator().manual_seed(0))
+    >>> tuple(x.shape), tuple(y.shape)
+    ((4, 2), (4, 2))
+    """
+    _prologue(n, generator, dtype)
+    if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+        raise ValueError(f"dim must be a positive int, got {dim!r}")
+    if not isinstance(rho, (int, float)) or isinstance(rho, bool):
+        raise TypeError(f"rho must be a float, got {type(rho).__name__}")
+    if not abs(rho) < 1:
+        raise ValueError(f"rho must satisfy |rho| < 1, got {rho!r}")
+    x = torch.randn(n, dim, generator=generator, dtype=torch.float64)
+    eps = torch.randn(n, dim, generator=generator, dtype=torch.float64)
+    y = rho * x + math.sqrt(1.0 - rho * rho) * eps
+    return _finish(x, device, dtype), _finish(y, device, dtype)

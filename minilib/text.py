@@ -37,6 +37,8 @@ __all__ = [
     "MarkovLanguage",
     "arithmetic_problems",
     "decode_arithmetic",
+    "markov_masked_posterior",
+    "mlm_mask",
     "verify_arithmetic",
 ]
 
@@ -334,3 +336,167 @@ def decode_arithmetic(tokens: torch.Tensor) -> list[str]:
     if tokens.numel() and (tokens.min() < 0 or tokens.max() >= len(ARITH_VOCAB)):
         raise ValueError(f"tokens must lie in [0, {len(ARITH_VOCAB)})")
     return ["".join(ARITH_VOCAB[int(t)] for t in row) for row in tokens]
+
+
+# ----------------------------------------------------------------------------------------
+# Masked language modelling (chapter "BERT and masked language modelling", book/ssl/bert.md)
+# ----------------------------------------------------------------------------------------
+
+
+def mlm_mask(
+    tokens: torch.Tensor,
+    mask_id: int,
+    vocab_size: int,
+    p: float = 0.15,
+    special_ids: tuple[int, ...] | list[int] = (),
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT's masked-language-model corruption with the 80/10/10 rule.
+
+    Each position whose token is not in ``special_ids`` (nor ``mask_id``) is *selected*
+    independently with probability ``p``. A selected position keeps its original token as
+    its label; its input becomes ``mask_id`` with probability 0.8, a random token with
+    probability 0.1, and stays unchanged with probability 0.1. Random tokens are drawn
+    uniformly from the *ordinary* ids: ``0 .. vocab_size - 1`` minus ``mask_id`` and
+    ``special_ids`` (so a random draw may equal the original token, as in BERT; BERT's own
+    script draws from the whole vocabulary, special tokens included: see the chapter's note).
+    Implements (bert-corruption).
+
+    Selection is Bernoulli per position, so the number of selected tokens per sequence is
+    random (the original BERT code selected exactly ``round(p * T)``; see the chapter's note).
+
+    Args:
+        tokens: ``(..., T)`` integer tensor of ids in ``[0, vocab_size)``.
+        mask_id: id of the ``[MASK]`` token, in ``[0, vocab_size)``.
+        vocab_size: size of the whole vocabulary, special ids included.
+        p: selection probability, in the open interval ``(0, 1)``.
+        special_ids: ids that are never selected (e.g. ``[CLS]``, padding).
+        generator: optional CPU ``torch.Generator``; draws are made on the CPU and moved
+            to ``tokens.device``, so results do not depend on the device.
+
+    Returns:
+        ``(inputs, labels)``, both shaped and typed like ``tokens`` and on its device:
+        ``inputs`` the corrupted ids, ``labels`` the original id at selected positions and
+        ``-100`` elsewhere (the ``ignore_index`` of :func:`torch.nn.functional.cross_entropy`).
+
+    Raises:
+        TypeError: if ``tokens`` is not an integer tensor or ``generator`` is not a Generator.
+        ValueError: on ``p`` outside ``(0, 1)``, ids out of range, or no ordinary id left.
+
+    >>> x = torch.arange(10).repeat(2, 1)
+    >>> inp, lab = mlm_mask(x, mask_id=10, vocab_size=12, p=0.5, special_ids=(11,),
+    ...                     generator=torch.Generator().manual_seed(0))
+    >>> bool(((lab == -100) | (lab == x)).all()), inp.shape
+    (True, torch.Size([2, 10]))
+    """
+    if not isinstance(tokens, torch.Tensor) or tokens.is_floating_point() or tokens.is_complex() or tokens.dtype == torch.bool:
+        raise TypeError("tokens must be an integer tensor")
+    if tokens.dim() == 0:
+        raise ValueError("tokens must have shape (..., T), got a scalar")
+    _check_pos_int(vocab_size, "vocab_size", 2)
+    if not isinstance(mask_id, int) or isinstance(mask_id, bool) or not 0 <= mask_id < vocab_size:
+        raise ValueError(f"mask_id must be an int in [0, vocab_size={vocab_size}), got {mask_id!r}")
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 < float(p) < 1.0:
+        raise ValueError(f"p must be a number in the open interval (0, 1), got {p!r}")
+    specials = list(special_ids)
+    for s in specials:
+        if not isinstance(s, int) or isinstance(s, bool) or not 0 <= s < vocab_size:
+            raise ValueError(f"special_ids must be ints in [0, vocab_size={vocab_size}), got {s!r}")
+    _check_generator(generator)
+    if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab_size):
+        raise ValueError(f"tokens must lie in [0, vocab_size={vocab_size})")
+    banned = torch.tensor(sorted(set(specials) | {mask_id}), dtype=torch.int64)
+    ordinary = torch.tensor([i for i in range(vocab_size) if i not in set(banned.tolist())], dtype=torch.int64)
+    if len(ordinary) == 0:
+        raise ValueError("no ordinary token id is left for random replacement")
+    x = tokens.detach().to("cpu", torch.int64)
+    eligible = ~torch.isin(x, banned)
+    u_select = torch.rand(x.shape, generator=generator, dtype=torch.float64)
+    u_action = torch.rand(x.shape, generator=generator, dtype=torch.float64)
+    rand_tok = ordinary[torch.randint(0, len(ordinary), x.shape, generator=generator)]
+    selected = eligible & (u_select < float(p))
+    inputs = x.clone()
+    inputs = torch.where(selected & (u_action < 0.8), torch.full_like(x, mask_id), inputs)
+    inputs = torch.where(selected & (u_action >= 0.8) & (u_action < 0.9), rand_tok, inputs)
+    labels = torch.where(selected, x, torch.full_like(x, -100))
+    return inputs.to(tokens.device, tokens.dtype), labels.to(tokens.device, tokens.dtype)
+
+
+def markov_masked_posterior(lang: MarkovLanguage, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Exact posterior of every token of a Markov-chain sequence given its unmasked tokens.
+
+    For a sequence drawn from ``lang`` (first token from :math:`\\pi`, then the transition
+    matrix :math:`A` = ``lang.transition``), the positions where ``mask`` is True are hidden
+    and the others are observed. The forward-backward recursions, with an emission that is 1
+    for every value at a hidden position and the indicator of the observed token elsewhere,
+    give the marginal
+    :math:`p(x_t = v \\mid x_{\\text{observed}})` at every position. For an isolated hidden
+    position this reduces to :math:`\\propto A_{x_{t-1} v} A_{v x_{t+1}}`, (bert-isolated).
+    Implements (bert-forward), (bert-backward) and (bert-marginal).
+
+    Each step is renormalised, so long sequences do not underflow.
+
+    Args:
+        lang: the :class:`MarkovLanguage` that generated the sequences.
+        tokens: ``(B, T)`` or ``(T,)`` integer tensor; values at hidden positions are ignored
+            (they may be a ``[MASK]`` id outside ``[0, V)``).
+        mask: bool tensor of the same shape, True where the token is hidden.
+
+    Returns:
+        ``(..., T, V)`` float64 tensor on ``tokens.device``: the posterior at every position
+        (one-hot at observed positions).
+
+    Raises:
+        TypeError: on a non-integer ``tokens`` or non-bool ``mask``.
+        ValueError: on mismatched shapes, observed tokens out of range, or observed tokens
+            that the chain cannot produce (probability zero).
+
+    >>> lang = MarkovLanguage(vocab_size=4, branching=2, seed=0)
+    >>> x = lang.sample(1, 5, generator=torch.Generator().manual_seed(0))
+    >>> m = torch.tensor([[False, False, True, False, False]])
+    >>> post = markov_masked_posterior(lang, x, m)
+    >>> P = lang.transition
+    >>> iso = P[x[0, 1]] * P[:, x[0, 3]]
+    >>> bool(torch.allclose(post[0, 2], iso / iso.sum()))
+    True
+    """
+    if not isinstance(lang, MarkovLanguage):
+        raise TypeError(f"lang must be a MarkovLanguage, got {type(lang).__name__}")
+    if not isinstance(tokens, torch.Tensor) or tokens.is_floating_point() or tokens.is_complex() or tokens.dtype == torch.bool:
+        raise TypeError("tokens must be an integer tensor")
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+        raise TypeError("mask must be a bool tensor")
+    if mask.shape != tokens.shape:
+        raise ValueError(f"mask must have the shape of tokens {tuple(tokens.shape)}, got {tuple(mask.shape)}")
+    if tokens.dim() not in (1, 2) or tokens.shape[-1] == 0:
+        raise ValueError(f"tokens must have shape (T,) or (B, T) with T >= 1, got {tuple(tokens.shape)}")
+    squeeze = tokens.dim() == 1
+    x = tokens.detach().to("cpu", torch.int64).reshape(-1, tokens.shape[-1])
+    m = mask.detach().to("cpu").reshape(x.shape)
+    V = lang.vocab_size
+    obs = x[~m]
+    if obs.numel() and (int(obs.min()) < 0 or int(obs.max()) >= V):
+        raise ValueError(f"observed tokens must lie in [0, {V})")
+    B, T = x.shape
+    # emission e[b, t, v]: 1 at hidden positions, indicator of the observed token otherwise
+    e = torch.nn.functional.one_hot(x.clamp(0, V - 1), V).to(torch.float64)
+    e[m] = 1.0
+    P = lang.transition
+    alpha = torch.empty(B, T, V, dtype=torch.float64)
+    beta = torch.empty(B, T, V, dtype=torch.float64)
+    a = lang.initial[None, :] * e[:, 0]  # (bert-forward), t = 1
+    for t in range(T):
+        if t > 0:
+            a = (alpha[:, t - 1] @ P) * e[:, t]  # (B, V)
+        z = a.sum(-1, keepdim=True)
+        if bool((z <= 0).any()):
+            raise ValueError("the observed tokens have probability zero under lang")
+        alpha[:, t] = a / z
+    beta[:, T - 1] = 1.0
+    for t in range(T - 2, -1, -1):
+        b = (e[:, t + 1] * beta[:, t + 1]) @ P.T  # (bert-backward)
+        beta[:, t] = b / b.sum(-1, keepdim=True)
+    post = alpha * beta  # (bert-marginal)
+    post = post / post.sum(-1, keepdim=True)
+    out = post[0] if squeeze else post
+    return out.to(tokens.device)

@@ -30,9 +30,11 @@ __all__ = [
     "conv_output_size",
     "deform_conv2d",
     "interpolate_pos_embed",
+    "mae_loss",
     "margin_logits",
     "pack_images",
     "patchify",
+    "random_masking",
     "receptive_field",
     "rope_2d",
     "sincos_pos_embed_2d",
@@ -910,3 +912,104 @@ class DeformConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         offset, mask = self.offsets(x)
         return deform_conv2d(x, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask)
+
+
+# ---------------------------------------------------------------------------------------------
+# Masked autoencoders (chapter: mae): random masking of tokens and the masked-patch loss
+
+
+def random_masking(
+    x: torch.Tensor, mask_ratio: float, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Keep a random subset of each sample's tokens, as the MAE encoder does.
+
+    Each sample draws ``N`` uniform numbers, sorts them, and keeps the tokens of the
+    ``n_keep = floor(N (1 - mask_ratio))`` smallest (a uniformly random subset of that size),
+    in the sorted order. Implements (mae-masking).
+
+    Conventions (as in the MAE reference code): ``mask[b, n] = 1`` when token ``n`` (original
+    order) was *removed* and ``0`` when it was kept; ``ids_restore`` is the inverse of the
+    shuffling permutation, so that concatenating the kept tokens with ``N - n_keep`` mask
+    tokens and gathering with ``ids_restore`` puts every token back at its original position.
+    The floor is taken with a ``1e-9`` slack so that ``N (1 - r)`` that is an integer up to
+    float rounding (``10 * (1 - 0.9)``) is not rounded down.
+
+    Args:
+        x: ``(B, N, D)`` tokens.
+        mask_ratio: fraction of tokens to remove, in ``[0, 1)``; must keep at least one token.
+        generator: optional ``torch.Generator`` for the noise (drawn on its device, then moved).
+
+    Returns:
+        ``(kept, mask, ids_restore)``: ``kept (B, n_keep, D)`` like ``x``; ``mask (B, N)`` in
+        ``x``'s dtype; ``ids_restore (B, N)`` int64. All on ``x``'s device.
+
+    >>> x = torch.arange(8.0).view(1, 4, 2)
+    >>> kept, mask, ids_restore = random_masking(x, 0.5, torch.Generator().manual_seed(0))
+    >>> kept.shape, int(mask.sum())
+    (torch.Size([1, 2, 2]), 2)
+    """
+    float_tensor("x", x)
+    if x.dim() != 3:
+        raise ValueError(f"x must be a (B, N, D) tensor of tokens, got shape {tuple(x.shape)}")
+    if isinstance(mask_ratio, bool) or not isinstance(mask_ratio, (int, float)) or not 0.0 <= mask_ratio < 1.0:
+        raise ValueError(f"mask_ratio must be a number in [0, 1), got {mask_ratio!r}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    B, N, D = x.shape
+    n_keep = math.floor(N * (1.0 - mask_ratio) + 1e-9)
+    if n_keep < 1:
+        raise ValueError(f"mask_ratio={mask_ratio} keeps no token of N={N}; use a smaller mask_ratio")
+    noise_device = generator.device if generator is not None else x.device
+    noise = torch.rand(B, N, generator=generator, device=noise_device).to(x.device)  # (B, N)
+    ids_shuffle = torch.argsort(noise, dim=1)  # (B, N): the smallest noise values are kept
+    ids_restore = torch.argsort(ids_shuffle, dim=1)  # inverse permutation
+    ids_keep = ids_shuffle[:, :n_keep]  # (B, n_keep)
+    kept = torch.gather(x, 1, ids_keep[..., None].expand(B, n_keep, D))  # (B, n_keep, D)
+    mask = torch.ones(B, N, dtype=x.dtype, device=x.device)
+    mask[:, :n_keep] = 0  # in shuffled order: the first n_keep are kept
+    mask = torch.gather(mask, 1, ids_restore)  # back to the original order
+    return kept, mask, ids_restore
+
+
+def mae_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, norm_pix: bool = True,
+             eps: float = 1e-6) -> torch.Tensor:
+    """The MAE reconstruction loss: mean squared error over the masked patches only.
+
+    With ``norm_pix`` each target patch is standardised by its own mean and (unbiased, as in the
+    MAE reference code) variance, ``(t - mean) / sqrt(var + eps)``, Implements (mae-normpix);
+    then the per-patch mean squared error is averaged over the patches with ``mask = 1``,
+    Implements (mae-loss).
+
+    Args:
+        pred: ``(B, N, P)`` predicted patches (the decoder's output for every position).
+        target: ``(B, N, P)`` true patches, e.g. ``patchify(images, p)``; ``P >= 2`` with ``norm_pix``.
+        mask: ``(B, N)``, 1 for masked (removed) patches, 0 for visible ones, as from
+            :func:`random_masking`; at least one entry must be positive.
+        norm_pix: standardise each target patch first.
+        eps: added to the variance.
+
+    Returns:
+        A scalar tensor in ``pred``'s dtype.
+
+    >>> t = torch.zeros(1, 2, 4); m = torch.tensor([[1.0, 0.0]])
+    >>> float(mae_loss(torch.ones(1, 2, 4), t, m, norm_pix=False))
+    1.0
+    """
+    float_tensor("pred", pred)
+    float_tensor("target", target)
+    float_tensor("mask", mask)
+    if pred.dim() != 3 or pred.shape != target.shape:
+        raise ValueError(f"pred and target must be (B, N, P) of the same shape, got {tuple(pred.shape)} and "
+                         f"{tuple(target.shape)}")
+    if mask.shape != pred.shape[:2]:
+        raise ValueError(f"mask must have shape {tuple(pred.shape[:2])} (B, N), got {tuple(mask.shape)}")
+    if norm_pix and pred.shape[-1] < 2:
+        raise ValueError("norm_pix needs patches of at least 2 values (P >= 2)")
+    if not mask.sum() > 0:
+        raise ValueError("mask must mark at least one patch as masked (mask = 1)")
+    if norm_pix:
+        mean = target.mean(dim=-1, keepdim=True)
+        var = target.var(dim=-1, keepdim=True)  # unbiased, as the reference code
+        target = (target - mean) / (var + eps).sqrt()  # (mae-normpix)
+    per_patch = ((pred - target) ** 2).mean(dim=-1)  # (B, N)
+    return (per_patch * mask).sum() / mask.sum()  # (mae-loss): masked patches only
