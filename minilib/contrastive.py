@@ -47,6 +47,16 @@ def _check_embeddings(z: torch.Tensor, name: str) -> torch.Tensor:
     return z / norm
 
 
+def _check_views(z1: torch.Tensor, z2: torch.Tensor, who: str, why: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two ``(N, D)`` batches of views, same shape, ``N >= 2``; returned L2-normalised."""
+    u1, u2 = _check_embeddings(z1, "z1"), _check_embeddings(z2, "z2")
+    if z1.shape != z2.shape:
+        raise ValueError(f"z1 and z2 must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    if z1.shape[0] < 2:
+        raise ValueError(f"{who} needs N >= 2 pairs ({why}), got N = {z1.shape[0]}")
+    return u1, u2
+
+
 def _check_temperature(temperature: float) -> float:
     if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not temperature > 0:
         raise ValueError(f"temperature must be a positive number, got {temperature!r}")
@@ -74,12 +84,8 @@ def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -
     0.9048
     """
     tau = _check_temperature(temperature)
-    u1, u2 = _check_embeddings(z1, "z1"), _check_embeddings(z2, "z2")
-    if z1.shape != z2.shape:
-        raise ValueError(f"z1 and z2 must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    u1, u2 = _check_views(z1, z2, "nt_xent_loss", "so each anchor has a negative")
     n = z1.shape[0]
-    if n < 2:
-        raise ValueError(f"nt_xent_loss needs N >= 2 pairs (so each anchor has a negative), got N = {n}")
     z = torch.cat((u1, u2), 0)  # (2N, D)
     logits = z @ z.T / tau  # (2N, 2N)
     self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
@@ -171,12 +177,8 @@ def alignment_uniformity(z1: torch.Tensor, z2: torch.Tensor, t: float = 2.0) -> 
     """
     if not isinstance(t, (int, float)) or isinstance(t, bool) or not t > 0:
         raise ValueError(f"t must be a positive number, got {t!r}")
-    u1, u2 = _check_embeddings(z1, "z1"), _check_embeddings(z2, "z2")
-    if z1.shape != z2.shape:
-        raise ValueError(f"z1 and z2 must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    u1, u2 = _check_views(z1, z2, "alignment_uniformity", "uniformity uses views of different inputs")
     n = z1.shape[0]
-    if n < 2:
-        raise ValueError(f"alignment_uniformity needs N >= 2 pairs (uniformity uses views of different inputs), got N = {n}")
     align = (u1 - u2).pow(2).sum(dim=1).mean()
     z = torch.cat((u1, u2), 0)
     sq = torch.cdist(z, z).pow(2)

@@ -154,6 +154,16 @@ class LoRALinear(nn.Module):
         return f"r={self.r}, alpha={self.alpha:g}"
 
 
+def _select_linear(model: nn.Module, targets: tuple[str, ...]) -> list[str]:
+    """Qualified names of the ``nn.Linear`` submodules whose name ends with one of ``targets``."""
+    linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    chosen = [n for n in linear if _matches(n, targets)]
+    if not chosen:
+        raise ValueError(f"no nn.Linear module name ends with any of target={targets}; "
+                         f"the linear layers are {linear}")
+    return chosen
+
+
 def add_lora(model: nn.Module, r: int, alpha: float, target: tuple[str, ...] = ("wq", "wv"),
              dropout: float = 0.0) -> list[str]:
     """Freeze ``model`` and wrap each ``nn.Linear`` whose name ends with a ``target`` in :class:`LoRALinear`.
@@ -185,11 +195,7 @@ def add_lora(model: nn.Module, r: int, alpha: float, target: tuple[str, ...] = (
     _check_module(model)
     targets = _targets(target)
     _pos_int(r, "r")
-    linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    chosen = [n for n in linear if _matches(n, targets)]
-    if not chosen:
-        raise ValueError(f"no nn.Linear module name ends with any of target={targets}; "
-                         f"the linear layers are {linear}")
+    chosen = _select_linear(model, targets)
     LoRALinear(nn.Linear(1, 1), r, alpha, dropout)  # validate alpha and dropout before changing model
     for p in model.parameters():
         p.requires_grad_(False)
@@ -260,11 +266,7 @@ def add_adapters(model: nn.Module, bottleneck: int, target: tuple[str, ...] = ("
     _check_module(model)
     targets = _targets(target)
     _pos_int(bottleneck, "bottleneck")
-    linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    chosen = [n for n in linear if _matches(n, targets)]
-    if not chosen:
-        raise ValueError(f"no nn.Linear module name ends with any of target={targets}; "
-                         f"the linear layers are {linear}")
+    chosen = _select_linear(model, targets)
     for p in model.parameters():
         p.requires_grad_(False)
     for name in chosen:

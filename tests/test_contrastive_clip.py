@@ -116,6 +116,8 @@ def test_hard_negatives_bad_input():
         itm_hard_negatives(torch.zeros(2, 2, dtype=torch.long))
     with pytest.raises(ValueError, match="finite"):
         itm_hard_negatives(torch.tensor([[0.0, math.inf], [0.0, 0.0]]))
+    with pytest.raises(TypeError, match="generator"):
+        itm_hard_negatives(torch.zeros(2, 2), 0)
 
 
 # --- review of ssl/clip-siglip: the derived gradients against autograd ---------------------------
