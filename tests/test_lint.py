@@ -32,3 +32,20 @@ def test_no_control_characters_in_book_text():
                 bad.append(f"{path.relative_to(ROOT)}:{line}: control byte 0x{byte:02x}")
                 break
     assert not bad, "\n".join(bad)
+
+
+def test_no_doubled_kind_before_a_numbered_reference():
+    """`{ref}` to an exercise and `{prf:ref}` to a theorem render with their kind and number
+    ("Exercise 34", "Theorem 90"), so "exercise {ref}`x`" reads "exercise Exercise 34" on the site
+    (it did, in 13 chapters). Write the role alone."""
+    import re
+
+    pattern = re.compile(
+        r"\b(exercises?|solutions?|theorems?|propositions?|lemmas?|corollar(?:y|ies)|definitions?|algorithms?)"
+        r"\s+\{(?:prf:)?ref\}`", re.I)
+    bad = []
+    for path in sorted(ROOT.glob("book/**/*.md")):
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if pattern.search(line):
+                bad.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()[:100]}")
+    assert not bad, "\n".join(bad)
