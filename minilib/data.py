@@ -794,7 +794,7 @@ def augment(
 # captioned shapes (the image-text set of the self-supervised and multimodal part)
 from dataclasses import dataclass  # noqa: E402
 
-__all__ += ["CAPTION_COLOURS", "CAPTION_SHAPES", "CAPTION_VOCAB", "CaptionedShapes", "captioned_shapes",
+__all__ += ["CAPTION_COLOURS", "CAPTION_SHAPES", "CAPTION_VOCAB", "CaptionedShapes", "all_captions", "captioned_shapes",
             "decode_caption"]
 
 #: Colour words of :func:`captioned_shapes` and their RGB values in ``[0, 1]``.
@@ -929,6 +929,47 @@ def captioned_shapes(
     images = _finish(images, device, dtype)
     dev = images.device
     return CaptionedShapes(images, tokens.to(dev), lengths.to(dev), colours.to(dev), kinds.to(dev), counts.to(dev))
+
+
+def all_captions(
+    max_shapes: int = 2, *, length: int | None = None, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """Every caption :func:`captioned_shapes` can write with up to ``max_shapes`` objects, as
+    token ids ``(C, length)``, right-padded with ``<pad>`` (id 0).
+
+    The order: all one-object captions, then all two-object captions, and so on; within ``k``
+    objects, the ``k``-tuples of (colour, shape) pairs in lexicographic order, a pair ordered
+    colour first (in the order of ``CAPTION_COLOURS``, then ``CAPTION_SHAPES``). With ``P`` pairs
+    there are ``C = P + P^2 + ... + P^max_shapes`` captions (156 for the default 4 colours x 3
+    shapes and ``max_shapes=2``). Zero-shot classification and retrieval over the whole caption
+    space score an image against these rows.
+
+    Args:
+        max_shapes: largest number of objects in a caption, ``>= 1``.
+        length: number of columns; ``None`` gives the longest caption's length, ``5 + 5 (k - 1)``
+            tokens for ``k = max_shapes``. Must be at least that.
+        device: where the tensor goes.
+
+    >>> caps = all_captions()
+    >>> tuple(caps.shape), decode_caption(caps[0]), decode_caption(caps[-1])
+    ((156, 10), 'a red circle', 'a yellow triangle left of a yellow triangle')
+    """
+    if not isinstance(max_shapes, int) or isinstance(max_shapes, bool) or max_shapes < 1:
+        raise ValueError(f"max_shapes must be an int >= 1, got {max_shapes!r}")
+    longest = 5 * max_shapes
+    if length is None:
+        length = longest
+    elif not isinstance(length, int) or isinstance(length, bool) or length < longest:
+        raise ValueError(f"length must be an int >= {longest} (the longest caption), got {length!r}")
+    import itertools
+
+    pairs = [(c, k) for c in range(len(CAPTION_COLOURS)) for k in range(len(CAPTION_SHAPES))]
+    rows = []
+    for k in range(1, max_shapes + 1):
+        for objects in itertools.product(pairs, repeat=k):
+            ids = _caption_ids([c for c, _ in objects], [s for _, s in objects])
+            rows.append(ids + [0] * (length - len(ids)))
+    return torch.tensor(rows, dtype=torch.int64, device=device)
 
 
 def decode_caption(tokens: torch.Tensor) -> str:

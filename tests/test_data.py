@@ -289,3 +289,30 @@ def test_shapes_bad_input() -> None:
         shapes(-1)
     with pytest.raises(TypeError, match="generator"):
         shapes(2, generator=0)
+
+
+# --- all_captions: the whole caption space of captioned_shapes ---------------------------------
+def test_all_captions_lists_every_caption_once_in_the_documented_order():
+    from minilib.data import CAPTION_COLOURS, CAPTION_SHAPES, all_captions, captioned_shapes, decode_caption
+
+    caps = all_captions()
+    words = [decode_caption(row) for row in caps]
+    singles = [f"a {c} {s}" for c in CAPTION_COLOURS for s in CAPTION_SHAPES]  # built from strings
+    assert words == singles + [f"{a} left of {b}" for a in singles for b in singles]
+    assert len(set(map(tuple, caps.tolist()))) == len(caps) == 12 + 144
+    # Every caption the generator writes is one of the rows (padded alike).
+    d = captioned_shapes(400, size=16, max_shapes=2, generator=torch.Generator().manual_seed(0))
+    padded = all_captions(length=d.tokens.shape[1])
+    rows = set(map(tuple, padded.tolist()))
+    assert all(tuple(t) in rows for t in d.tokens.tolist())
+    assert len(all_captions(3)) == 12 + 12**2 + 12**3
+    assert all_captions(1, length=7).shape == (12, 7) and all_captions(1)[:, -1].eq(2).all()  # ends in <eos>
+
+
+@pytest.mark.parametrize("kwargs, match", [({"max_shapes": 0}, "max_shapes"), ({"max_shapes": 1.5}, "max_shapes"),
+                                           ({"length": 9}, "length"), ({"length": 10.0}, "length")])
+def test_all_captions_rejects_bad_arguments(kwargs, match):
+    from minilib.data import all_captions
+
+    with pytest.raises(ValueError, match=match):
+        all_captions(**kwargs)
