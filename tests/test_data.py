@@ -293,7 +293,13 @@ def test_shapes_bad_input() -> None:
 
 # --- all_captions: the whole caption space of captioned_shapes ---------------------------------
 def test_all_captions_lists_every_caption_once_in_the_documented_order():
-    from minilib.data import CAPTION_COLOURS, CAPTION_SHAPES, all_captions, captioned_shapes, decode_caption
+    from minilib.data import (
+        CAPTION_COLOURS,
+        CAPTION_SHAPES,
+        all_captions,
+        captioned_shapes,
+        decode_caption,
+    )
 
     caps = all_captions()
     words = [decode_caption(row) for row in caps]
