@@ -16,7 +16,7 @@ from torch import nn
 
 from minilib._validate import float_tensor as _check_float
 
-__all__ = ["VAE", "diag_gaussian_log_prob", "gaussian_kl"]
+__all__ = ["VAE", "diag_gaussian_log_prob", "gaussian_kl", "vector_quantize"]
 
 
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -139,6 +139,26 @@ class VAE(nn.Module):
         z = mu + (0.5 * logvar).exp() * e
         return self.log_likelihood(x_flat, z) - gaussian_kl(mu, logvar)
 
+    def rate_distortion(self, x: torch.Tensor, *, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-example rate and distortion, whose sum is minus the one-sample ELBO of ``elbo``.
+
+        Rate :math:`R = \\mathrm{KL}(q_\\phi(z \\mid x)\\,\\Vert\\,p(z))` in closed form, distortion
+        :math:`D = -\\log p_\\theta(x \\mid z)` at one reparameterized draw ``z``. A beta-VAE
+        minimizes ``D + beta * R``. Implements (vae-rate-distortion).
+
+        Args:
+            x: data ``(B, ...)``.
+            generator: CPU generator for the reparameterization noise.
+
+        Returns:
+            ``(rate, distortion)``, each ``(B,)`` in nats, differentiable.
+        """
+        x_flat = self._flat(x)
+        mu, logvar = self.encode(x_flat)
+        e = torch.randn(mu.shape, generator=generator, dtype=mu.dtype).to(mu.device)
+        z = mu + (0.5 * logvar).exp() * e
+        return gaussian_kl(mu, logvar), -self.log_likelihood(x_flat, z)
+
     @torch.no_grad()
     def iwae_bound(self, x: torch.Tensor, k: int, *, generator: torch.Generator | None = None, chunk: int = 256) -> torch.Tensor:
         """The importance-weighted bound :math:`\\log \\frac1K \\sum_k p(x, z_k) / q(z_k \\mid x)` per example.
@@ -170,3 +190,54 @@ class VAE(nn.Module):
             log_w.append(self.log_likelihood(x_flat, z) + log_prior - log_q)
         log_w_all = torch.cat(log_w, dim=0)  # (k, B)
         return torch.logsumexp(log_w_all, dim=0) - math.log(k)
+
+
+def vector_quantize(
+    z: torch.Tensor, codebook: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Nearest-neighbour vector quantization with a straight-through gradient (VQ-VAE).
+
+    Each vector ``z[..., :]`` is replaced by its nearest codebook row in Euclidean distance,
+    :math:`k^* = \\arg\\min_k \\lVert z - e_k \\rVert^2` (ties go to the lowest index). The
+    returned ``quantized`` equals :math:`e_{k^*}` in value, but is computed as
+    ``z + (e - z).detach()``, so its gradient with respect to ``z`` is the identity (the
+    straight-through estimator) and no gradient reaches the codebook through it.
+    Implements (vae-vq-nearest), (vae-vq-straight-through) and the two losses of (vae-vq-loss):
+    ``codebook_loss`` :math:`= \\lVert \\mathrm{sg}[z] - e_{k^*} \\rVert^2` (moves the codes only)
+    and ``commitment_loss`` :math:`= \\lVert z - \\mathrm{sg}[e_{k^*}] \\rVert^2` (moves the
+    encoder only), each summed over the last dim and averaged over all vectors. The caller
+    weights the commitment loss by its beta.
+
+    Args:
+        z: encoder outputs ``(..., d)``, floating point.
+        codebook: ``(K, d)`` code vectors, same dtype and device as ``z``.
+
+    Returns:
+        ``(quantized, indices, codebook_loss, commitment_loss)``: ``quantized`` ``(..., d)``;
+        ``indices`` ``(...)`` int64 in ``[0, K)``; the two losses are 0-d tensors.
+
+    Raises:
+        TypeError: on non-floating inputs or mismatched dtypes. ValueError: on bad shapes.
+
+    >>> q, idx, _, _ = vector_quantize(torch.tensor([[0.9, 0.1]]), torch.eye(2))
+    >>> q, idx
+    (tensor([[1., 0.]]), tensor([0]))
+    """
+    _check_float("z", z)
+    _check_float("codebook", codebook)
+    if codebook.ndim != 2 or codebook.shape[0] < 1:
+        raise ValueError(f"codebook must have shape (K, d) with K >= 1, got {tuple(codebook.shape)}")
+    if z.ndim < 1 or z.shape[-1] != codebook.shape[1]:
+        raise ValueError(f"z must have shape (..., d) with d = {codebook.shape[1]} (the codebook's width), got {tuple(z.shape)}")
+    if z.dtype != codebook.dtype or z.device != codebook.device:
+        raise TypeError(f"z and codebook must share dtype and device, got {z.dtype}/{z.device} and {codebook.dtype}/{codebook.device}")
+    flat = z.reshape(-1, z.shape[-1])  # (N, d)
+    # squared distances (N, K) by expanding the square; the argmin does not need the gradient
+    with torch.no_grad():
+        d2 = (flat**2).sum(1, keepdim=True) - 2 * flat @ codebook.T + (codebook**2).sum(1)[None]
+        indices = d2.argmin(dim=1)  # (N,)
+    e = codebook[indices]  # (N, d), differentiable w.r.t. the codebook
+    codebook_loss = ((flat.detach() - e) ** 2).sum(-1).mean()
+    commitment_loss = ((flat - e.detach()) ** 2).sum(-1).mean()
+    quantized = flat + (e - flat).detach()
+    return quantized.reshape(z.shape), indices.reshape(z.shape[:-1]), codebook_loss, commitment_loss
