@@ -15,7 +15,14 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["markov_denoiser", "mask_tokens", "masked_diffusion_loss", "masked_sample"]
+__all__ = [
+    "block_diffusion_mask",
+    "markov_denoiser",
+    "mask_tokens",
+    "masked_diffusion_loss",
+    "masked_sample",
+    "score_entropy",
+]
 
 _INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
@@ -306,3 +313,109 @@ def masked_sample(
             xb[rows, pick] = cand[rows, pick]
             x[:, block] = xb
     return x
+
+
+# --- Depth addition (issue 16): score entropy (SEDD) and the block-diffusion attention mask ---
+
+
+def score_entropy(
+    scores: torch.Tensor,
+    ratios: torch.Tensor,
+    weights: torch.Tensor | float = 1.0,
+) -> torch.Tensor:
+    """Score entropy of positive scores against target ratios, summed over the last axis.
+
+    For every pair ``(x, y)`` laid out along the last axis, the term is
+    :math:`w_{xy}\\,[\\,s_y - a_y \\log s_y + K(a_y)\\,]` with :math:`K(a) = a(\\log a - 1)` and
+    :math:`K(0) = 0`. Each term is the Bregman divergence of :math:`u \\log u` between ``a`` and
+    ``s``: non-negative, zero exactly at ``s = a``. With the true ratios
+    :math:`a_y = p(y)/p(x)` this is the score entropy; with the forward kernel's ratios
+    :math:`q_t(y \\mid x_0)/q_t(x \\mid x_0)` it is the denoising score entropy.
+    Implements (discrete-score-entropy) and (discrete-dse).
+
+    Args:
+        scores: the model's concrete score :math:`s_y(x) > 0`, shape ``(..., N)``, floating.
+        ratios: the targets :math:`a_y \\ge 0`, same shape as ``scores``.
+        weights: :math:`w_{xy} \\ge 0`, a float or a tensor broadcastable to ``scores``
+            (put 0 on the pair ``y = x`` and on pairs the process never connects).
+
+    Returns:
+        Tensor of shape ``scores.shape[:-1]``, dtype and device of ``scores``.
+
+    Raises:
+        TypeError: non-floating ``scores`` or ``ratios``.
+        ValueError: mismatched shapes, ``scores <= 0``, negative ``ratios`` or ``weights``.
+
+    >>> s = torch.tensor([1.0, 2.0]); a = torch.tensor([1.0, 2.0])
+    >>> float(score_entropy(s, a))  # zero at s = a
+    0.0
+    >>> round(float(score_entropy(torch.tensor([2.0]), torch.tensor([0.0]))), 4)  # a = 0: just s
+    2.0
+    """
+    for name, v in (("scores", scores), ("ratios", ratios)):
+        if not isinstance(v, torch.Tensor) or not v.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got {getattr(v, 'dtype', type(v).__name__)}")
+    if scores.shape != ratios.shape or scores.dim() < 1:
+        raise ValueError(f"scores and ratios must have the same shape (..., N), got {tuple(scores.shape)} and {tuple(ratios.shape)}")
+    w = torch.as_tensor(weights, dtype=scores.dtype, device=scores.device)
+    try:
+        torch.broadcast_shapes(w.shape, scores.shape)
+    except RuntimeError:
+        raise ValueError(f"weights of shape {tuple(w.shape)} do not broadcast to {tuple(scores.shape)}") from None
+    if scores.device.type != "meta":
+        if bool((scores <= 0).any()):
+            raise ValueError("scores must be strictly positive (they estimate ratios of probabilities)")
+        if bool((ratios < 0).any()):
+            raise ValueError("ratios must be non-negative")
+        if bool((w < 0).any()):
+            raise ValueError("weights must be non-negative")
+    a = ratios.to(scores.dtype)
+    k = torch.xlogy(a, a) - a  # K(a) = a (log a - 1), with K(0) = 0
+    return (w * (scores - a * scores.log() + k)).sum(-1)
+
+
+def block_diffusion_mask(
+    length: int, block_size: int, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """Attention mask for training block diffusion on ``[x_t, x_0]`` (noisy copy, then clean copy) in one pass.
+
+    Position ``i`` of the input of length ``2L`` may attend to ``j`` (``True``) when, with
+    ``b(i)`` the block of the token's position inside its copy:
+
+    * noisy ``i``, noisy ``j``: same block, ``b(j) = b(i)`` (block-diagonal);
+    * noisy ``i``, clean ``j``: earlier block, ``b(j) < b(i)`` (offset block-causal);
+    * clean ``i``, clean ``j``: ``b(j) <= b(i)`` (block-causal);
+    * clean ``i``, noisy ``j``: never.
+
+    So the noisy block ``b`` sees exactly its own noisy tokens and the clean blocks before it,
+    the context it has at sampling time, where the clean part is the key-value cache.
+    Implements (discrete-block-mask).
+
+    Args:
+        length: sequence length ``L``.
+        block_size: block size ``B``, a divisor of ``L``.
+        device: where to create the mask.
+
+    Returns:
+        Bool tensor ``(2L, 2L)``: rows are queries, columns keys; ``True`` means "may attend"
+        (the convention of ``torch.nn.functional.scaled_dot_product_attention``).
+
+    Raises:
+        ValueError: non-positive sizes or a ``block_size`` that does not divide ``length``.
+
+    >>> block_diffusion_mask(2, 1).int().tolist()
+    [[1, 0, 0, 0], [0, 1, 1, 0], [0, 0, 1, 0], [0, 0, 1, 1]]
+    """
+    for name, v in (("length", length), ("block_size", block_size)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    if length % block_size:
+        raise ValueError(f"block_size must divide length={length}, got {block_size}")
+    blk = torch.arange(length, device=device) // block_size
+    bi, bj = blk[:, None], blk[None, :]
+    noisy_noisy = bi == bj
+    noisy_clean = bj < bi
+    clean_clean = bj <= bi
+    top = torch.cat([noisy_noisy, noisy_clean], 1)
+    bottom = torch.cat([torch.zeros_like(clean_clean), clean_clean], 1)
+    return torch.cat([top, bottom], 0)
