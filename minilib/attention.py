@@ -28,8 +28,10 @@ from minilib._validate import float_tensor as _check_float
 __all__ = [
     "attention_tile_states",
     "causal_mask",
+    "delta_rule_attention",
     "flash_attention",
     "flash_attention_fa2",
+    "gated_linear_attention",
     "linear_attention",
     "linear_attention_recurrent",
     "merge_softmax_states",
@@ -906,3 +908,136 @@ def plot_attention(
     if colorbar:
         ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     return ax
+
+
+# ---------------------------------------------------------------------------------------------
+# linear attention with decay and gating, and the delta rule (chapter linear-attention, issue 16)
+# ---------------------------------------------------------------------------------------------
+def _check_rate(name: str, x: Any, shape: tuple[int, ...], like: torch.Tensor, low: float, high: float,
+                low_open: bool, extra: tuple[int, ...] = ()) -> torch.Tensor:
+    """A float or a tensor of shape ``shape`` (or ``shape + extra``) with entries in the given range."""
+    if isinstance(x, bool) or not isinstance(x, (int, float, torch.Tensor)):
+        raise TypeError(f"{name} must be a float or a tensor, got {type(x).__name__}")
+    if isinstance(x, torch.Tensor):
+        _check_float(name, x)
+        if x.dtype != like.dtype or x.device != like.device:
+            raise TypeError(f"{name} must share q's dtype and device, got {x.dtype} on {x.device}")
+        allowed = [shape] + ([shape + extra] if extra else [])
+        if x.dim() != 0 and tuple(x.shape) not in allowed:
+            raise ValueError(f"{name} must be a scalar or have shape {' or '.join(str(s) for s in allowed)}, "
+                             f"got {tuple(x.shape)}")
+        t = x.expand(shape) if x.dim() == 0 else x
+    else:
+        t = torch.full(shape, float(x), dtype=like.dtype, device=like.device)
+    too_low = (t <= low) if low_open else (t < low)
+    if bool(too_low.any() | (t > high).any() | t.isnan().any()):
+        bracket = "(" if low_open else "["
+        raise ValueError(f"{name} must lie in {bracket}{low:g}, {high:g}], got values from "
+                         f"{t.min().item():g} to {t.max().item():g}")
+    return t
+
+
+def gated_linear_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    decay: float | torch.Tensor,
+) -> torch.Tensor:
+    """Causal linear attention whose state decays: ``S_t = a_t S_{t-1} + k_t v_t^T``, ``o_t = q_t^T S_t``.
+
+    The recurrence is the definition (a loop over positions, as in
+    :func:`linear_attention_recurrent`), with ``S_0 = 0`` and the state ``S_t`` of shape
+    ``(..., d, d_v)``. There is no feature map and no normaliser, as in RetNet, GLA and Mamba-2:
+    apply a feature map to ``q`` and ``k`` yourself, and to get the normaliser of
+    :func:`linear_attention` run the same recurrence on a column of ones appended to ``v``.
+    With ``decay = 1`` the state never forgets; a constant ``decay = gamma < 1`` is RetNet's
+    retention; a per-step ``decay`` of shape ``(..., N)`` is a data-dependent scalar gate
+    (Mamba-2); a per-step, per-channel ``decay`` of shape ``(..., N, d)`` decays each row of the
+    state separately, ``S_t = diag(a_t) S_{t-1} + k_t v_t^T`` (GLA).
+
+    Args:
+        q: queries, shape ``(..., N, d)``.
+        k: keys, shape ``(..., N, d)``.
+        v: values, shape ``(..., N, d_v)``.
+        decay: a float, or a tensor of shape ``()``, ``(..., N)`` or ``(..., N, d)`` with the
+            dtype and device of ``q``; every entry in ``(0, 1]``.
+
+    Returns:
+        The output, shape ``(..., N, d_v)``; row ``t`` is
+        ``sum_{j <= t} (prod_{j < i <= t} a_i) (q_t^T k_j) v_j`` for a scalar gate.
+
+    Raises:
+        TypeError: non-float or mixed dtypes, ``decay`` of the wrong type.
+        ValueError: mismatched shapes, ``N_q != N_k``, a decay outside ``(0, 1]``.
+
+    Implements (linear-attention-gated).
+
+    >>> q, k, v = torch.randn(5, 3), torch.randn(5, 3), torch.randn(5, 2)
+    >>> o = gated_linear_attention(q, k, v, 0.5)
+    >>> w = torch.tril(0.5 ** (torch.arange(5.0)[:, None] - torch.arange(5.0)))  # gamma^(t - j), j <= t
+    >>> bool(torch.allclose(o, ((q @ k.T) * w) @ v, atol=1e-5))
+    True
+    """
+    _check_qkv(q, k, v)
+    if q.shape[-2] != k.shape[-2]:
+        raise ValueError(f"gated linear attention is causal and needs N_q == N_k, got {q.shape[-2]} and {k.shape[-2]}")
+    n, d = q.shape[-2], q.shape[-1]
+    a = _check_rate("decay", decay, tuple(q.shape[:-1]), q, 0.0, 1.0, low_open=True, extra=(d,))
+    a = a.unsqueeze(-1) if a.shape == q.shape else a.unsqueeze(-1).unsqueeze(-1)  # (..., N, d|1, 1)
+    s = torch.zeros((*q.shape[:-2], d, v.shape[-1]), dtype=q.dtype, device=q.device)  # S: (..., d, d_v)
+    outs = []
+    for t in range(n):
+        s = a[..., t, :, :] * s + k[..., t, :, None] * v[..., t, None, :]  # (linear-attention-gated)
+        outs.append((q[..., t, :, None] * s).sum(-2))  # q_t^T S_t: (..., d_v)
+    return torch.stack(outs, dim=-2)
+
+
+def delta_rule_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    beta: float | torch.Tensor,
+) -> torch.Tensor:
+    """Causal linear attention with the delta rule (DeltaNet): each step corrects the state.
+
+    ``S_t = S_{t-1} - beta_t k_t (k_t^T S_{t-1} - v_t^T)`` and ``o_t = q_t^T S_t``, with
+    ``S_0 = 0`` and the state of shape ``(..., d, d_v)``: one gradient step of size ``beta_t`` on
+    ``0.5 |S^T k_t - v_t|^2``, so the value stored under ``k_t`` moves towards ``v_t`` instead of
+    having ``v_t`` added to it. With unit-norm keys and ``beta_t = 1`` the step overwrites:
+    ``k_t^T S_t = v_t^T`` exactly. No feature map and no normaliser (normalise the keys yourself,
+    as DeltaNet does). A loop over positions; ``beta = 0`` at a position leaves the state as it is.
+
+    Args:
+        q: queries, shape ``(..., N, d)``.
+        k: keys, shape ``(..., N, d)``.
+        v: values, shape ``(..., N, d_v)``.
+        beta: the step size (writing strength), a float or a tensor of shape ``()`` or
+            ``(..., N)`` with the dtype and device of ``q``; every entry in ``[0, 1]``.
+
+    Returns:
+        The output, shape ``(..., N, d_v)``.
+
+    Raises:
+        TypeError: non-float or mixed dtypes, ``beta`` of the wrong type.
+        ValueError: mismatched shapes, ``N_q != N_k``, a ``beta`` outside ``[0, 1]``.
+
+    Implements (linear-attention-delta).
+
+    >>> k = torch.eye(3)[[0, 1, 0]]  # key e_0 is written twice
+    >>> v = torch.tensor([[1.0], [2.0], [5.0]])
+    >>> delta_rule_attention(k, k, v, 1.0)[-1]  # reads back the new value, not 1 + 5
+    tensor([5.])
+    """
+    _check_qkv(q, k, v)
+    if q.shape[-2] != k.shape[-2]:
+        raise ValueError(f"the delta rule is causal and needs N_q == N_k, got {q.shape[-2]} and {k.shape[-2]}")
+    n, d = q.shape[-2], q.shape[-1]
+    b = _check_rate("beta", beta, tuple(q.shape[:-1]), q, 0.0, 1.0, low_open=False)  # (..., N)
+    s = torch.zeros((*q.shape[:-2], d, v.shape[-1]), dtype=q.dtype, device=q.device)  # S: (..., d, d_v)
+    outs = []
+    for t in range(n):
+        kt = k[..., t, :]  # (..., d)
+        err = (kt[..., :, None] * s).sum(-2) - v[..., t, :]  # k_t^T S_{t-1} - v_t^T: (..., d_v)
+        s = s - b[..., t, None, None] * kt[..., :, None] * err[..., None, :]  # (linear-attention-delta)
+        outs.append((q[..., t, :, None] * s).sum(-2))  # q_t^T S_t
+    return torch.stack(outs, dim=-2)
