@@ -100,11 +100,13 @@ def _pages(root: Path) -> list[str]:
     )
 
 
-def _open(browser, url: str):
+def _open(browser, url: str, on_response=None):
     """Open a page; return (page, console errors, foreign requests)."""
     errors: list[str] = []
     foreign: list[str] = []
     page = browser.new_page()
+    if on_response is not None:
+        page.on("response", on_response)
 
     def on_request(req) -> None:
         u = urlparse(req.url)
@@ -169,30 +171,6 @@ def _hrefs(page) -> list[str]:
     return page.eval_on_selector_all("a[href]", "els => els.map(e => e.href)")
 
 
-def test_every_page_is_clean_offline_and_typeset(built_site, server, browser):
-    """No console error, no request leaving 127.0.0.1, all math typeset, and every link on the
-    page resolves to a file (and anchor) of the built site, except the launch and repository
-    buttons."""
-    problems = []
-    for rel in _pages(built_site):
-        page, errors, foreign = _open(browser, f"{server}/{rel}")
-        hrefs = _hrefs(page)
-        problems += _link_problems(built_site, server, rel, hrefs)
-        n_math = page.locator(".math").count()
-        n_typeset = page.locator("mjx-container").count()
-        n_tex_errors = page.locator("mjx-merror").count()
-        page.close()
-        if errors:
-            problems.append(f"{rel}: console errors {errors[:3]}")
-        if foreign:
-            problems.append(f"{rel}: requests leaving the machine {foreign[:3]}")
-        if n_math and n_typeset < n_math:
-            problems.append(f"{rel}: {n_math} math elements but {n_typeset} typeset")
-        if n_tex_errors:
-            problems.append(f"{rel}: {n_tex_errors} TeX errors (mjx-merror)")
-    assert not problems, "\n".join(problems)
-
-
 def _lab_pages() -> list[str]:
     out = []
     for part in TOC["parts"]:
@@ -200,19 +178,6 @@ def _lab_pages() -> list[str]:
             if c["file"].startswith("notebooks/"):
                 out.append(c["file"])
     return out
-
-
-def test_colab_launch_links_point_at_each_lab(built_site, server, browser):
-    repo = urlparse(CONFIG["repository"]["url"]).path.strip("/")
-    branch = CONFIG["repository"].get("branch", "main")
-    labs = _lab_pages()
-    assert labs, "no labs in the toc"
-    for lab in labs:
-        page, _, _ = _open(browser, f"{server}/{lab}.html")
-        hrefs = page.eval_on_selector_all("a[href*='colab.research.google.com']", "els => els.map(e => e.href)")
-        page.close()
-        expected = f"https://colab.research.google.com/github/{repo}/blob/{branch}/{lab}.ipynb"
-        assert expected in hrefs, f"{lab}: Colab link {hrefs} != {expected}"
 
 
 _VISIBLE_FRAME = "el => Array.from(el.querySelectorAll('img.dr-frame')).findIndex(i => i.style.display !== 'none')"
@@ -231,44 +196,40 @@ def _move_control(page, control) -> None:
         page.keyboard.press("End" if at_start else "Home")
 
 
-def test_every_control_of_every_explorer_changes_the_frame(built_site, server, browser):
-    """On the static site every control of every explorer is rendered and moves the figure."""
+def _try_explorers(page, lab: str) -> tuple[int, int, list[str]]:
+    """Move every control of every explorer on a lab page; (explorers, controls, problems)."""
     problems, n_explorers, n_controls = [], 0, 0
-    for lab in _lab_pages():
-        page, errors, _ = _open(browser, f"{server}/{lab}.html")
-        explorers = page.locator(".dr-explorer")
-        for e in range(explorers.count()):
-            player = explorers.nth(e)
-            n_explorers += 1
-            controls = player.locator(".dr-control")
-            if controls.count() == 0:
-                problems.append(f"{lab}: explorer {e} shows no control")
-            for k in range(controls.count()):
-                n_controls += 1
-                before = player.evaluate(_VISIBLE_FRAME)
-                _move_control(page, controls.nth(k))
-                after = player.evaluate(_VISIBLE_FRAME)
-                img = player.locator("img.dr-frame").nth(after)
-                if after == before or not img.is_visible():
-                    problems.append(f"{lab}: explorer {e}, control {k}: the frame did not change")
-        if page.locator(".jupyter-widgets, .widget-area").count():
-            problems.append(f"{lab}: a widget view was rendered (it needs a kernel)")
-        if errors:
-            problems.append(f"{lab}: {errors[:2]}")
-        page.close()
-    assert n_explorers >= len(_lab_pages()) // 2 and n_controls > n_explorers, (n_explorers, n_controls)
-    assert not problems, "\n".join(problems)
+    explorers = page.locator(".dr-explorer")
+    for e in range(explorers.count()):
+        player = explorers.nth(e)
+        n_explorers += 1
+        controls = player.locator(".dr-control")
+        if controls.count() == 0:
+            problems.append(f"{lab}: explorer {e} shows no control")
+        for k in range(controls.count()):
+            n_controls += 1
+            before = player.evaluate(_VISIBLE_FRAME)
+            _move_control(page, controls.nth(k))
+            after = player.evaluate(_VISIBLE_FRAME)
+            img = player.locator("img.dr-frame").nth(after)
+            if after == before or not img.is_visible():
+                problems.append(f"{lab}: explorer {e}, control {k}: the frame did not change")
+    if page.locator(".jupyter-widgets, .widget-area").count():
+        problems.append(f"{lab}: a widget view was rendered (it needs a kernel)")
+    return n_explorers, n_controls, problems
 
 
-MAX_PAGE_BYTES = 6 * 1024 * 1024
+@pytest.fixture(scope="session")
+def tour(built_site, server, browser) -> dict[str, dict]:
+    """Every page of the site, opened once as a reader opens it (loading a page with its
+    mathematics typeset is what costs time, so the browser tests below share one visit).
 
-
-def test_no_page_weighs_more_than_6_mb(built_site, server, browser):
-    """What a reader downloads for a page: the HTML (with its inline frames) and every resource
-    the page loads from the site, as the browser reports them."""
-    heavy = []
+    For each page: console errors, requests leaving the machine, link problems, math counts and
+    the bytes loaded from the site; for each lab also its Colab links and what moving every
+    control of every explorer did."""
+    labs = {f"{lab}.html": lab for lab in _lab_pages()}
+    visits: dict[str, dict] = {}
     for rel in _pages(built_site):
-        page = browser.new_page()
         sizes: dict[str, int] = {}
 
         def on_response(resp, sizes=sizes) -> None:
@@ -277,13 +238,67 @@ def test_no_page_weighs_more_than_6_mb(built_site, server, browser):
                 if path.is_file():
                     sizes[resp.url] = path.stat().st_size
 
-        page.on("response", on_response)
-        page.goto(f"{server}/{rel}", wait_until="load")
-        page.wait_for_timeout(100)
+        page, errors, foreign = _open(browser, f"{server}/{rel}", on_response=on_response)
+        v = {"links": _link_problems(built_site, server, rel, _hrefs(page)),
+             "math": page.locator(".math").count(), "typeset": page.locator("mjx-container").count(),
+             "tex_errors": page.locator("mjx-merror").count()}
+        if rel in labs:
+            v["colab"] = page.eval_on_selector_all("a[href*='colab.research.google.com']", "els => els.map(e => e.href)")
+            v["explorers"], v["controls"], v["explorer_problems"] = _try_explorers(page, labs[rel])
         page.close()
-        total = sum(sizes.values())
-        if total > MAX_PAGE_BYTES:
-            heavy.append(f"{rel}: {total / 2**20:.1f} MiB")
+        v.update(errors=errors, foreign=foreign, bytes=sum(sizes.values()))
+        visits[rel] = v
+    return visits
+
+
+def test_every_page_is_clean_offline_and_typeset(tour):
+    """No console error, no request leaving 127.0.0.1, all math typeset, and every link on the
+    page resolves to a file (and anchor) of the built site, except the launch and repository
+    buttons."""
+    problems = []
+    for rel, v in tour.items():
+        problems += v["links"]
+        if v["errors"]:
+            problems.append(f"{rel}: console errors {v['errors'][:3]}")
+        if v["foreign"]:
+            problems.append(f"{rel}: requests leaving the machine {v['foreign'][:3]}")
+        if v["math"] and v["typeset"] < v["math"]:
+            problems.append(f"{rel}: {v['math']} math elements but {v['typeset']} typeset")
+        if v["tex_errors"]:
+            problems.append(f"{rel}: {v['tex_errors']} TeX errors (mjx-merror)")
+    assert len(tour) > len(_lab_pages()), "the tour missed pages"
+    assert not problems, "\n".join(problems)
+
+
+def test_colab_launch_links_point_at_each_lab(tour):
+    repo = urlparse(CONFIG["repository"]["url"]).path.strip("/")
+    branch = CONFIG["repository"].get("branch", "main")
+    labs = _lab_pages()
+    assert labs, "no labs in the toc"
+    for lab in labs:
+        hrefs = tour[f"{lab}.html"]["colab"]
+        expected = f"https://colab.research.google.com/github/{repo}/blob/{branch}/{lab}.ipynb"
+        assert expected in hrefs, f"{lab}: Colab link {hrefs} != {expected}"
+
+
+def test_every_control_of_every_explorer_changes_the_frame(tour):
+    """On the static site every control of every explorer is rendered and moves the figure."""
+    labs = [tour[f"{lab}.html"] for lab in _lab_pages()]
+    n_explorers = sum(v["explorers"] for v in labs)
+    n_controls = sum(v["controls"] for v in labs)
+    problems = [p for v in labs for p in v["explorer_problems"]]
+    assert n_explorers >= len(labs) // 2 and n_controls > n_explorers, (n_explorers, n_controls)
+    assert not problems, "\n".join(problems)
+
+
+MAX_PAGE_BYTES = 6 * 1024 * 1024
+
+
+def test_no_page_weighs_more_than_6_mb(tour):
+    """What a reader downloads for a page: the HTML (with its inline frames) and every resource
+    the page loads from the site, as the browser reports them."""
+    heavy = [f"{rel}: {v['bytes'] / 2**20:.1f} MiB" for rel, v in tour.items() if v["bytes"] > MAX_PAGE_BYTES]
+    assert all(v["bytes"] > 0 for v in tour.values()), "a page loaded nothing from the site"
     assert not heavy, f"pages over {MAX_PAGE_BYTES / 2**20:.0f} MiB: {heavy}"
 
 
