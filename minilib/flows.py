@@ -22,13 +22,20 @@ from minilib._validate import float_tensor as _float_tensor
 
 __all__ = [
     "AffineCoupling",
+    "Inverted",
+    "Invertible1x1Conv",
+    "MaskedAffineAutoregressive",
+    "assignment",
     "cfm_pair",
     "cnf_log_prob",
     "divergence",
     "empirical_fm_velocity",
     "flow_log_prob",
     "flow_sample",
+    "fm_sde_sample",
     "gaussian_fm_velocity",
+    "logit_normal_times",
+    "minibatch_ot_pair",
     "odeint",
     "path_coefficients",
     "score_from_velocity",
@@ -765,3 +772,445 @@ def empirical_fm_velocity(t: float | torch.Tensor, x: torch.Tensor, data: torch.
     sq = (x**2).sum(-1, keepdim=True) - 2 * tc * (x @ data.T) + tc**2 * (data**2).sum(-1)
     w = torch.softmax(-sq.clamp_min(0) / (2 * (1 - tc) ** 2), dim=-1)  # posterior over the N points
     return (w @ data - x) / (1 - tc)  # (E[X_1 | X_t = x] - x) / (1 - t)
+
+
+# --------------------------------------------------------------------------------------------
+# Normalizing flows (depth): autoregressive flows (MAF / IAF) and Glow's invertible 1x1 conv
+# --------------------------------------------------------------------------------------------
+
+
+class _MaskedLinear(nn.Linear):
+    """A linear layer whose weight is multiplied by a fixed 0/1 mask (MADE)."""
+
+    def __init__(self, n_in: int, n_out: int, mask: torch.Tensor) -> None:
+        super().__init__(n_in, n_out)
+        self.register_buffer("mask", mask.to(torch.get_default_dtype()))  # (n_out, n_in)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x, self.weight * self.mask, self.bias)
+
+
+class MaskedAffineAutoregressive(nn.Module):
+    """A masked affine autoregressive layer (MAF), with a MADE conditioner.
+
+    Coordinates are processed in the order ``order`` (default ``0, 1, ..., d-1``). With
+    :math:`x_{<i}` the coordinates before :math:`i` in that order, the forward map (data to
+    noise, the normalizing direction) is
+    :math:`z_i = x_i\\, e^{s_i(x_{<i})} + b_i(x_{<i})`, all :math:`i` at once in **one**
+    conditioner pass, with :math:`\\log|\\det \\partial z/\\partial x| = \\sum_i s_i(x_{<i})`.
+    The inverse (generation) :math:`x_i = (z_i - b_i(x_{<i}))\\, e^{-s_i(x_{<i})}` needs
+    :math:`x_{<i}` first, so it takes **d sequential** conditioner passes.
+    ``Inverted(layer)`` swaps the two directions, which is an IAF.
+    The conditioner is an MLP whose weights are masked so that output :math:`i` depends only
+    on inputs before :math:`i` (MADE degrees); its last layer starts at zero (identity map),
+    and :math:`s = a \\tanh(\\cdot)` with a learnable bound :math:`a` as in ``AffineCoupling``.
+    Implements (normalizing-flows-maf), (normalizing-flows-maf-inverse) and (normalizing-flows-ar-logdet).
+
+    Args:
+        dim: number of coordinates d (at least 2).
+        hidden: width of the conditioner's hidden layers (at least d - 1, so that every
+            degree 1..d-1 has a hidden unit).
+        n_hidden: number of hidden layers (at least 1).
+        order: optional permutation of ``0..d-1`` (a 1-D integer tensor): ``order[k]`` is the
+            coordinate processed k-th.
+
+    Attributes:
+        n_passes: number of conditioner evaluations so far (reset it to 0 to count).
+
+    Raises:
+        TypeError: if ``dim``/``hidden``/``n_hidden`` are not ints or ``order`` not a tensor.
+        ValueError: if ``dim < 2``, ``hidden < dim - 1`` or ``order`` is not a permutation.
+
+    >>> layer = MaskedAffineAutoregressive(3, hidden=8)
+    >>> x = torch.randn(4, 3)
+    >>> z, logdet = layer(x)
+    >>> torch.allclose(layer.inverse(z)[0], x), logdet.shape
+    (True, torch.Size([4]))
+    """
+
+    def __init__(self, dim: int, hidden: int = 64, n_hidden: int = 2, order: torch.Tensor | None = None) -> None:
+        super().__init__()
+        _check_pos_int(dim, "dim")
+        _check_pos_int(hidden, "hidden")
+        _check_pos_int(n_hidden, "n_hidden")
+        if dim < 2:
+            raise ValueError(f"dim must be at least 2, got {dim}")
+        if hidden < dim - 1:
+            raise ValueError(f"hidden must be at least dim - 1 = {dim - 1}, got {hidden}")
+        if order is None:
+            order = torch.arange(dim)
+        if not isinstance(order, torch.Tensor):
+            raise TypeError(f"order must be a torch.Tensor, got {type(order).__name__}")
+        order = order.detach().cpu()  # the degrees are built on the CPU; buffers move with .to()
+        if order.dtype.is_floating_point or order.ndim != 1 or not torch.equal(order.sort().values, torch.arange(dim)):
+            raise ValueError(f"order must be an integer permutation of 0..{dim - 1}")
+        self.dim = dim
+        self.n_passes = 0
+        # MADE degrees: input coordinate order[k] has degree k + 1; hidden units 1..d-1
+        deg_in = torch.empty(dim, dtype=torch.long)
+        deg_in[order] = torch.arange(1, dim + 1)
+        self.register_buffer("degree", deg_in)
+        deg_h = torch.arange(hidden) % (dim - 1) + 1  # (hidden,), cycles through 1..d-1
+        layers: list[nn.Module] = [_MaskedLinear(dim, hidden, deg_h[:, None] >= deg_in[None, :]), nn.SiLU()]
+        for _ in range(n_hidden - 1):
+            layers += [_MaskedLinear(hidden, hidden, deg_h[:, None] >= deg_h[None, :]), nn.SiLU()]
+        out_mask = deg_in[:, None] > deg_h[None, :]  # output i sees hidden units of degree < deg(i)
+        last = _MaskedLinear(hidden, 2 * dim, torch.cat([out_mask, out_mask]))
+        nn.init.zeros_(last.weight)  # start as the identity map
+        nn.init.zeros_(last.bias)
+        self.net = nn.Sequential(*layers, last)
+        self.log_scale_bound = nn.Parameter(torch.ones(dim))
+
+    def _check_input(self, x: object, name: str) -> torch.Tensor:
+        x = _float_tensor(name, x)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"{name} must have shape (B, {self.dim}), got {tuple(x.shape)}")
+        return x
+
+    def _scale_shift(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.n_passes += 1
+        s_raw, b = self.net(x).chunk(2, dim=-1)  # (B, d) each; column i depends on x_{<i} only
+        return self.log_scale_bound * torch.tanh(s_raw), b
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Map data ``x`` (B, d) to ``(z, logdet)`` in one pass; logdet = log|det dz/dx|, (B,)."""
+        x = self._check_input(x, "x")
+        s, b = self._scale_shift(x)
+        return x * torch.exp(s) + b, s.sum(dim=-1)
+
+    def inverse(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Map ``z`` (B, d) back to ``(x, logdet)`` in d sequential passes; logdet = log|det dx/dz|."""
+        z = self._check_input(z, "z")
+        x = torch.zeros_like(z)
+        for _ in range(self.dim):
+            # after pass k the first k coordinates (in order) are exact: each needs only earlier ones
+            s, b = self._scale_shift(x)
+            x = (z - b) * torch.exp(-s)
+        # the last pass saw the exact x_{<i} for every i, so s is s(x): no extra pass needed
+        return x, -s.sum(dim=-1)
+
+
+class Inverted(nn.Module):
+    """A flow layer with its two directions swapped: ``forward`` is ``layer.inverse`` and back.
+
+    ``Inverted(MaskedAffineAutoregressive(d))`` is an inverse autoregressive flow (IAF)
+    layer: generation :math:`x_i = z_i e^{s_i(z_{<i})} + b_i(z_{<i})` is one pass, and the
+    density of a given ``x`` takes d sequential passes. Implements (normalizing-flows-iaf).
+
+    Args:
+        layer: a module returning ``(output, logdet)`` from ``forward`` and ``inverse``.
+
+    Raises:
+        TypeError: if ``layer`` is not an ``nn.Module`` with an ``inverse`` method.
+
+    >>> iaf = Inverted(MaskedAffineAutoregressive(2, hidden=4))
+    >>> x = torch.randn(3, 2)
+    >>> torch.allclose(iaf.inverse(iaf(x)[0])[0], x)
+    True
+    """
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        if not isinstance(layer, nn.Module) or not callable(getattr(layer, "inverse", None)):
+            raise TypeError("layer must be an nn.Module with an inverse method")
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``layer.inverse(x)``: ``(output, log|det d output / dx|)``."""
+        return self.layer.inverse(x)
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``layer(y)``: ``(output, log|det d output / dy|)``."""
+        return self.layer(y)
+
+
+class Invertible1x1Conv(nn.Module):
+    """Glow's invertible 1x1 convolution, LU-parametrised: the same C x C map at every pixel.
+
+    For ``x`` of shape (B, C, H, W), ``y[b, :, h, w] = W @ x[b, :, h, w]`` with
+    :math:`W = P L (U + \\operatorname{diag}(\\sigma \\odot e^{\\lambda}))`: a fixed permutation
+    :math:`P`, a unit lower-triangular :math:`L`, a strictly upper-triangular :math:`U`, fixed
+    signs :math:`\\sigma` and learnable log-magnitudes :math:`\\lambda`. Then
+    :math:`\\log|\\det \\partial y/\\partial x| = H W \\log|\\det W| = H W \\sum_c \\lambda_c`,
+    O(C) instead of the O(C^3) of a general determinant. Starts at a random orthogonal matrix
+    (seeded by the global RNG). Implements (normalizing-flows-conv1x1-logdet) and (normalizing-flows-lu).
+
+    Args:
+        channels: number of channels C (at least 1).
+
+    Raises:
+        TypeError: if ``channels`` is not an int, or an input is not a floating tensor.
+        ValueError: if ``channels < 1`` or an input is not of shape (B, C, H, W).
+
+    >>> conv = Invertible1x1Conv(3)
+    >>> x = torch.randn(2, 3, 4, 4)
+    >>> y, logdet = conv(x)
+    >>> torch.allclose(conv.inverse(y)[0], x, atol=1e-5), logdet.shape
+    (True, torch.Size([2]))
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        _check_pos_int(channels, "channels")
+        self.channels = channels
+        q, _ = torch.linalg.qr(torch.randn(channels, channels))  # a random orthogonal matrix
+        p, lower, upper = torch.linalg.lu(q)
+        diag = torch.diagonal(upper)
+        self.register_buffer("perm", p)
+        self.register_buffer("sign", torch.sign(diag))
+        self.register_buffer("lower_mask", torch.tril(torch.ones(channels, channels), -1))
+        self.lower = nn.Parameter(lower)
+        self.upper = nn.Parameter(torch.triu(upper, 1))
+        self.log_abs_diag = nn.Parameter(diag.abs().log())
+
+    def weight(self) -> torch.Tensor:
+        """The C x C matrix :math:`W = P L (U + \\operatorname{diag}(\\sigma e^{\\lambda}))`."""
+        eye = torch.eye(self.channels, dtype=self.lower.dtype, device=self.lower.device)
+        lower = self.lower * self.lower_mask + eye
+        upper = self.upper * self.lower_mask.T + torch.diag(self.sign * self.log_abs_diag.exp())
+        return self.perm @ lower @ upper
+
+    def _check_input(self, x: object, name: str) -> torch.Tensor:
+        x = _float_tensor(name, x)
+        if x.ndim != 4 or x.shape[1] != self.channels:
+            raise ValueError(f"{name} must have shape (B, {self.channels}, H, W), got {tuple(x.shape)}")
+        return x
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Map ``x`` (B, C, H, W) to ``(y, logdet)``, logdet = H W sum(log|diag|) of shape (B,)."""
+        x = self._check_input(x, "x")
+        y = torch.einsum("ij,bjhw->bihw", self.weight(), x)
+        logdet = x.shape[2] * x.shape[3] * self.log_abs_diag.sum()
+        return y, logdet.expand(x.shape[0])
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Map ``y`` (B, C, H, W) back to ``(x, logdet)``, logdet = log|det dx/dy| = -forward's."""
+        y = self._check_input(y, "y")
+        x = torch.einsum("ij,bjhw->bihw", torch.linalg.inv(self.weight()), y)
+        logdet = -y.shape[2] * y.shape[3] * self.log_abs_diag.sum()
+        return x, logdet.expand(y.shape[0])
+
+
+# --------------------------------------------------------------------------------------------
+# Flow matching, depth (issue 16): stochastic sampling, minibatch OT couplings, time sampling
+# --------------------------------------------------------------------------------------------
+
+
+def fm_sde_sample(
+    velocity: Callable[[float, torch.Tensor], torch.Tensor],
+    x0: torch.Tensor,
+    g: Callable[[float], float],
+    *,
+    steps: int,
+    generator: torch.Generator | None = None,
+    return_path: bool = False,
+) -> torch.Tensor:
+    """Euler-Maruyama for the SDE with the marginals of the linear-path flow-matching ODE.
+
+    Integrates :math:`dx = [u_t(x) + \\tfrac{g_t^2}{2}\\nabla\\log p_t(x)]\\,dt + g_t\\,dW` from
+    t = 0 (noise, :math:`x_0 \\sim \\mathcal{N}(0, I)`) to t = 1 (data), with the score read
+    off the velocity of the linear path, :math:`\\nabla\\log p_t(x) = (t\\,u_t(x) - x)/(1-t)`.
+    One step from :math:`t_k = k/K`: :math:`x \\leftarrow x + h\\,[u + \\tfrac{g^2}{2}\\,
+    \\tfrac{t u - x}{1 - t}] + g\\sqrt{h}\\,\\xi`, :math:`\\xi \\sim \\mathcal{N}(0, I)`. The
+    times :math:`t_k < 1`, so the score is never evaluated at t = 1. The Langevin term equals
+    :math:`\\tfrac{g_t^2}{2(1-t)^2}\\,(t\\,\\hat x_1(x) - x)` with :math:`\\hat x_1 = \\mathbb{E}[X_1 \\mid X_t = x]`,
+    so choose ``g`` with :math:`g_t/(1-t)` bounded (e.g. :math:`g_t = \\sqrt{\\gamma}\\,(1-t)`) to keep
+    it bounded near the data. ``g = lambda t: 0.0`` is Euler for the ODE.
+    Implements (flow-matching-sde) and (flow-matching-score-condot).
+
+    Args:
+        velocity: the marginal velocity of the linear path, called as ``velocity(t, x)`` with
+            ``t`` a Python float and ``x`` of shape (B, ...); returns the shape of ``x``.
+        x0: standard normal samples at t = 0, shape (B, ...), floating.
+        g: the diffusion coefficient, ``g(t)`` a finite real >= 0.
+        steps: number of steps K, a positive int.
+        generator: optional ``torch.Generator`` for the Brownian increments.
+        return_path: if True, return the states at the K + 1 grid times, shape (K + 1, B, ...).
+
+    Returns:
+        Samples at t = 1 with the shape, dtype and device of ``x0`` (or the path).
+
+    Raises:
+        TypeError: if ``velocity`` or ``g`` is not callable, ``x0`` is not a floating tensor,
+            ``steps`` is not an int or ``generator`` is not a ``torch.Generator``.
+        ValueError: if ``steps < 1``, ``g(t)`` is negative or not finite, or ``velocity``
+            returns another shape.
+
+    >>> x = fm_sde_sample(lambda t, x: -x, torch.zeros(3, 2), lambda t: 0.0, steps=4)
+    >>> x.abs().max().item()
+    0.0
+    """
+    if not callable(velocity):
+        raise TypeError(f"velocity must be callable as velocity(t, x), got {type(velocity).__name__}")
+    if not callable(g):
+        raise TypeError(f"g must be callable as g(t), got {type(g).__name__}")
+    x = _float_tensor("x0", x0)
+    if x.ndim < 1:
+        raise ValueError("x0 must have a batch dimension, shape (B, ...)")
+    K = _check_pos_int(steps, "steps")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    h = 1.0 / K
+    path = [x]
+    for k in range(K):
+        t = k * h
+        gt = g(t)
+        if isinstance(gt, torch.Tensor):
+            gt = gt.item()
+        gt = _check_real(gt, f"g({t:g})")
+        if gt < 0:
+            raise ValueError(f"g(t) must be >= 0, got g({t:g}) = {gt}")
+        u = velocity(t, x)
+        if not isinstance(u, torch.Tensor) or u.shape != x.shape:
+            raise ValueError(f"velocity(t, x) must return a tensor of shape {tuple(x.shape)}")
+        drift = u + (gt**2 / 2) * (t * u - x) / (1 - t)  # u + (g^2/2) * score
+        x = x + h * drift
+        if gt > 0:
+            dev = generator.device if generator is not None else x.device
+            xi = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=dev).to(x.device)
+            x = x + gt * math.sqrt(h) * xi
+        if return_path:
+            path.append(x)
+    return torch.stack(path) if return_path else x
+
+
+def assignment(cost: torch.Tensor) -> torch.Tensor:
+    """An exact minimum-cost perfect matching of a square cost matrix (Hungarian algorithm).
+
+    Returns the permutation :math:`\\sigma` minimizing :math:`\\sum_i C_{i\\sigma(i)}`, found by
+    successive shortest augmenting paths with dual potentials (Kuhn-Munkres, in the
+    :math:`O(n^3)` form of Jonker-Volgenant style implementations). Runs on the CPU in
+    float64; the result is on the device of ``cost``. Implements (flow-matching-minibatch-ot).
+
+    Args:
+        cost: a finite floating tensor of shape (n, n), n >= 1.
+
+    Returns:
+        A long tensor ``perm`` of shape (n,): row i is matched to column ``perm[i]``.
+
+    Raises:
+        TypeError: if ``cost`` is not a floating tensor.
+        ValueError: if ``cost`` is not square (n, n) with n >= 1 or has non-finite entries.
+
+    >>> assignment(torch.tensor([[4.0, 1.0, 3.0], [2.0, 0.0, 5.0], [3.0, 2.0, 2.0]])).tolist()
+    [1, 0, 2]
+    """
+    import numpy as np
+
+    cost = _float_tensor("cost", cost)
+    if cost.ndim != 2 or cost.shape[0] != cost.shape[1] or cost.shape[0] < 1:
+        raise ValueError(f"cost must be a square matrix (n, n) with n >= 1, got {tuple(cost.shape)}")
+    if not bool(torch.isfinite(cost).all()):
+        raise ValueError("cost must have finite entries")
+    C = cost.detach().to("cpu", torch.float64).numpy()
+    n = C.shape[0]
+    u = np.zeros(n + 1)  # row potentials (1-indexed; index 0 unused)
+    v = np.zeros(n + 1)  # column potentials; column 0 is a virtual start column
+    p = np.zeros(n + 1, dtype=np.int64)  # p[j] = row matched to column j (0 = free)
+    way = np.zeros(n + 1, dtype=np.int64)  # previous column on the shortest path
+    for i in range(1, n + 1):
+        p[0] = i
+        j0 = 0
+        minv = np.full(n + 1, np.inf)  # shortest reduced distance to each column
+        used = np.zeros(n + 1, dtype=bool)
+        while True:
+            used[j0] = True
+            i0 = p[j0]
+            free = ~used[1:]
+            cur = C[i0 - 1] - u[i0] - v[1:]  # reduced costs from row i0
+            upd = free & (cur < minv[1:])
+            minv[1:][upd] = cur[upd]
+            way[1:][upd] = j0
+            masked = np.where(free, minv[1:], np.inf)
+            j1 = int(np.argmin(masked)) + 1
+            delta = masked[j1 - 1]
+            u[p[used]] += delta  # the rows on the tree (distinct), keep reduced costs >= 0
+            v[used] -= delta
+            minv[1:][free] -= delta
+            j0 = j1
+            if p[j0] == 0:
+                break
+        while j0:  # augment along the path back to the virtual column
+            j1 = way[j0]
+            p[j0] = p[j1]
+            j0 = j1
+    perm = np.empty(n, dtype=np.int64)
+    perm[p[1:] - 1] = np.arange(n)
+    return torch.as_tensor(perm, device=cost.device)
+
+
+def minibatch_ot_pair(x0: torch.Tensor, x1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Re-pair a minibatch of noise and data by exact optimal transport (squared distance).
+
+    Solves :math:`\\min_\\sigma \\sum_i \\lVert x_0^{(i)} - x_1^{(\\sigma(i))}\\rVert^2` with
+    :func:`assignment` and returns ``(x0, x1[sigma])``; each point is used once, so the two
+    marginals of the batch are unchanged. Implements (flow-matching-minibatch-ot).
+
+    Args:
+        x0: noise samples, shape (B, ...), floating.
+        x1: data samples, same shape and dtype as ``x0``.
+
+    Returns:
+        ``(x0, x1_paired)``, both of shape (B, ...), on the device of the inputs.
+
+    Raises:
+        TypeError: if an argument is not a floating tensor.
+        ValueError: if the shapes disagree or there is no batch dimension.
+
+    >>> x0 = torch.tensor([[0.0], [1.0]]); x1 = torch.tensor([[1.1], [0.1]])
+    >>> minibatch_ot_pair(x0, x1)[1].flatten().tolist()
+    [0.10000000149011612, 1.100000023841858]
+    """
+    x0 = _float_tensor("x0", x0)
+    x1 = _float_tensor("x1", x1)
+    if x0.ndim < 1 or x0.shape[0] < 1:
+        raise ValueError("x0 must have a non-empty batch dimension, shape (B, ...)")
+    if x0.shape != x1.shape:
+        raise ValueError(f"x0 and x1 must have the same shape, got {tuple(x0.shape)} and {tuple(x1.shape)}")
+    a, b = x0.flatten(1), x1.flatten(1)
+    cost = (a**2).sum(-1, keepdim=True) - 2 * a @ b.T + (b**2).sum(-1)  # (B, B) squared distances
+    return x0, x1[assignment(cost.detach())]
+
+
+def logit_normal_times(
+    n: int,
+    *,
+    loc: float = 0.0,
+    scale: float = 1.0,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Training times from the logit-normal distribution (the time sampler of Stable Diffusion 3).
+
+    :math:`t = 1/(1 + e^{-(m + s z)})`, :math:`z \\sim \\mathcal{N}(0, 1)`, with density
+    :math:`\\frac{1}{s\\sqrt{2\\pi}}\\frac{1}{t(1-t)}\\exp\\!\\big(-\\frac{(\\operatorname{logit} t
+    - m)^2}{2 s^2}\\big)` on (0, 1). Implements (flow-matching-logit-normal).
+
+    Args:
+        n: number of times, a positive int.
+        loc: the mean m of the logit (0 centres the mass at t = 1/2).
+        scale: the standard deviation s > 0 of the logit.
+        generator: optional CPU ``torch.Generator``.
+        device: device of the result.
+        dtype: floating dtype of the result.
+
+    Returns:
+        A tensor of shape (n,) with entries in (0, 1).
+
+    Raises:
+        TypeError: if ``n`` is not an int or ``loc``/``scale`` are not real numbers.
+        ValueError: if ``n < 1``, ``scale <= 0`` or ``dtype`` is not floating.
+
+    >>> t = logit_normal_times(5, generator=torch.Generator().manual_seed(0))
+    >>> bool(((t > 0) & (t < 1)).all())
+    True
+    """
+    _check_pos_int(n, "n")
+    loc = _check_real(loc, "loc")
+    if _check_real(scale, "scale") <= 0:
+        raise ValueError(f"scale must be positive, got {scale}")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating torch.dtype, got {dtype}")
+    z = torch.randn(n, generator=generator, dtype=torch.float64)
+    return torch.sigmoid(loc + scale * z).to(device=device, dtype=dtype)
