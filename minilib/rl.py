@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+# GAE lives with the actor-critic methods; the book's API names it minilib.rl.gae.
+from minilib.actor_critic import gae  # noqa: F401
 from minilib.mdp import (  # noqa: F401  (re-exported: the tabular part's names in one module)
     ACTIONS,
     MDP,
@@ -46,14 +48,18 @@ __all__ = [
     "double_q_update",
     "importance_sampling",
     "incremental_mean",
+    "lambda_returns",
     "mc_basic",
     "mc_control",
     "mc_evaluation",
+    "n_step_returns",
+    "n_step_td",
     "off_policy_episodes",
     "q_learning",
     "robbins_monro",
     "sarsa",
     "td0",
+    "td_lambda",
 ]
 
 
@@ -625,3 +631,233 @@ def double_q_update(
         old = table[idx, s, a]
         new[idx[m], s[m], a[m]] = (old + alpha * (target - old))[m]
     return new1, new2
+
+
+# --- td-learning (depth, issue 16): n-step TD and TD(lambda) ------------------------------------
+
+
+def _episode_arrays(rewards: Any, values: Any) -> tuple[np.ndarray, np.ndarray]:
+    r = _as_float_array(rewards, "rewards")
+    v = _as_float_array(values, "values")
+    if r.ndim != 1:
+        raise ValueError(f"rewards must have shape (T,), got {r.shape}")
+    if v.shape != (r.shape[0] + 1,):
+        raise ValueError(f"values must have shape (T + 1,) = ({r.shape[0] + 1},): v(S_0), ..., v(S_T); got {v.shape}")
+    if not (np.isfinite(r).all() and np.isfinite(v).all()):
+        raise ValueError("rewards and values must be finite")
+    return r, v
+
+
+def _check_gamma(gamma: float) -> float:
+    if isinstance(gamma, bool) or not 0.0 <= float(gamma) <= 1.0:
+        raise ValueError(f"gamma must lie in [0, 1], got {gamma!r}")
+    return float(gamma)
+
+
+def _check_lam(lam: float) -> float:
+    if isinstance(lam, bool) or not 0.0 <= float(lam) <= 1.0:
+        raise ValueError(f"lam must lie in [0, 1], got {lam!r}")
+    return float(lam)
+
+
+def _check_n(n: int) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    return int(n)
+
+
+def n_step_returns(rewards: Any, values: Any, n: int, gamma: float) -> np.ndarray:
+    """The n-step returns ``G_t^(n)`` of every step of one episode, truncated at its end.
+
+    ``G_t^(n) = r_{t+1} + gamma r_{t+2} + ... + gamma^(m-1) r_{t+m} + gamma^m v(S_{t+m})`` with
+    ``m = min(n, T - t)``. Implements (td-learning-n-step-return). ``n = 1`` is the TD(0) target;
+    ``n >= T`` gives the full (Monte Carlo) return when ``values[T] = 0`` (a terminal state).
+
+    Args:
+        rewards: ``(T,)``, ``rewards[t]`` is ``r_{t+1}``, received after the action at step ``t``.
+        values: ``(T + 1,)``, ``values[t] = v(S_t)``; ``values[T]`` is the value of the state the
+            episode ends in (0 if terminal; the bootstrap value if the episode was cut short).
+        n: the number of steps, ``>= 1``.
+        gamma: discount in ``[0, 1]``.
+
+    Returns:
+        ``(T,)`` float64 array.
+
+    >>> n_step_returns([1.0, 0.0, 2.0], [0.0, 10.0, 20.0, 0.0], 2, 0.5).tolist()
+    [6.0, 1.0, 2.0]
+    """
+    r, v = _episode_arrays(rewards, values)
+    n, gamma = _check_n(n), _check_gamma(gamma)
+    T = r.shape[0]
+    G = np.empty(T)
+    for t in range(T):
+        m = min(n, T - t)
+        G[t] = float(np.sum(gamma ** np.arange(m) * r[t:t + m])) + gamma**m * v[t + m]
+    return G
+
+
+def lambda_returns(rewards: Any, values: Any, gamma: float, lam: float) -> np.ndarray:
+    """The lambda-returns ``G_t^lambda`` of every step of one episode (the forward view of TD(lambda)).
+
+    ``G_t^lambda = (1 - lam) sum_{n=1}^{T-t-1} lam^(n-1) G_t^(n) + lam^(T-t-1) G_t^(T-t)``, computed
+    backwards with the recursion ``G_t^lambda = r_{t+1} + gamma ((1 - lam) v(S_{t+1}) + lam
+    G_{t+1}^lambda)``, ``G_T^lambda = v(S_T)``. Implements (td-learning-lambda-return) through
+    (td-learning-lambda-recursion). ``lam = 0`` gives the TD(0) targets, ``lam = 1`` the full returns.
+
+    Args:
+        rewards: ``(T,)``; values: ``(T + 1,)``, as in :func:`n_step_returns`.
+        gamma: discount in ``[0, 1]``. lam: ``lambda`` in ``[0, 1]``.
+
+    Returns:
+        ``(T,)`` float64 array.
+
+    >>> lambda_returns([0.0, 1.0], [0.5, 0.5, 0.0], 1.0, 0.5).tolist()   # G^(1)_0 = 0.5, G^(2)_0 = 1
+    [0.75, 1.0]
+    """
+    r, v = _episode_arrays(rewards, values)
+    gamma, lam = _check_gamma(gamma), _check_lam(lam)
+    T = r.shape[0]
+    G = np.empty(T)
+    acc = v[T]
+    for t in range(T - 1, -1, -1):
+        acc = r[t] + gamma * ((1.0 - lam) * v[t + 1] + lam * acc)
+        G[t] = acc
+    return G
+
+
+def _check_count(x: Any, name: str) -> int:
+    if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < 1:
+        raise ValueError(f"{name} must be a positive int, got {x!r}")
+    return int(x)
+
+
+def n_step_td(
+    env: Environment,
+    policy: Any,
+    *,
+    n_episodes: int,
+    episode_length: int,
+    alpha: float | Callable[[int], float],
+    n: int,
+    start: int | None = None,
+    v0: Any = None,
+) -> np.ndarray:
+    """Online n-step TD estimate of ``v_pi``: ``v(S_t) <- v(S_t) + alpha (G_t^(n) - v(S_t))``.
+
+    The update of ``v(S_t)`` is made as soon as ``r_{t+n}`` and ``S_{t+n}`` are observed, with the
+    current ``v(S_{t+n})`` in the target; the last ``n - 1`` states of an episode are updated at its
+    end with truncated returns (bootstrapping on the value of the state the episode ends in, 0 if
+    terminal). ``n = 1`` is :func:`td0` (the same draws and the same result); ``n >= episode_length``
+    is constant-step every-visit Monte Carlo. Implements (td-learning-n-step-td).
+
+    Args:
+        env, policy, n_episodes, episode_length, alpha, start, v0: as in :func:`td0`.
+        n: the number of steps, ``>= 1``.
+
+    Returns:
+        The estimate, shape ``(S,)``.
+    """
+    env = _check_env(env)
+    mdp = env.mdp
+    pi = mdp.check_policy(policy)
+    n = _check_n(n)
+    n_episodes, episode_length = _check_count(n_episodes, "n_episodes"), _check_count(episode_length, "episode_length")
+    step_size = _step_size(alpha)
+    v = np.zeros(mdp.S) if v0 is None else _check_value(mdp, v0, "v0").copy()
+    v[mdp.terminal] = 0.0
+    pi_cdf, terminal, gamma = env.policy_cdf(pi), mdp.terminal.tolist(), mdp.gamma
+    n = min(n, episode_length)                  # a longer look-ahead never fits in an episode
+    disc = [gamma**k for k in range(n + 1)]
+    vl, visits = v.tolist(), [0] * mdp.S       # Python lists: the loop runs one step at a time
+
+    for _ in range(n_episodes):
+        states, rewards = [_start_state(env, start)], []
+        for t in range(episode_length):
+            s = states[t]
+            if terminal[s]:
+                break
+            s_next, r = env.step(s, env.action(pi_cdf, s))
+            states.append(s_next)
+            rewards.append(r)
+            tau = t + 1 - n
+            if tau >= 0:                        # S_{t+1} observed: S_tau has its n-step return, (td-learning-n-step-return)
+                g = disc[n] * vl[s_next]
+                for k in range(n):
+                    g += disc[k] * rewards[tau + k]
+                s_tau = states[tau]
+                visits[s_tau] += 1
+                vl[s_tau] += step_size(visits[s_tau]) * (g - vl[s_tau])
+        T = len(rewards)
+        first = max(T - n + 1, 0)
+        tail = [0.0] * (T - first + 1)         # tail[i] = sum_k gamma^k r_{first+i+k}, up to the end
+        for i in range(T - first - 1, -1, -1):
+            tail[i] = rewards[first + i] + gamma * tail[i + 1]
+        for tau in range(first, T):            # the last states: truncated returns, bootstrapping on v(S_T)
+            s = states[tau]
+            visits[s] += 1
+            vl[s] += step_size(visits[s]) * (tail[tau - first] + disc[T - tau] * vl[states[T]] - vl[s])
+    return np.array(vl)
+
+
+def td_lambda(
+    env: Environment,
+    policy: Any,
+    *,
+    n_episodes: int,
+    episode_length: int,
+    alpha: float | Callable[[int], float],
+    lam: float,
+    start: int | None = None,
+    v0: Any = None,
+    offline: bool = False,
+) -> np.ndarray:
+    """TD(lambda) with accumulating eligibility traces (the backward view) for ``v_pi``.
+
+    At every step: ``delta = r + gamma v(s') - v(s)``, ``e <- gamma lam e``, ``e(s) <- e(s) + 1``,
+    and ``v <- v + alpha delta e``. Implements (td-learning-trace) and (td-learning-td-lambda). With
+    ``offline=True`` the increments are summed over the episode and applied at its end (``v`` is
+    held fixed within an episode); with a constant ``alpha`` and episodes that end at terminal
+    states this equals, by (td-learning-thm-forward-backward), the forward view: ``alpha`` times
+    the sum of ``G_t^lambda - v(S_t)`` over the visits. ``lam = 0``
+    is :func:`td0`; ``lam = 1`` with ``offline=True`` is constant-step every-visit Monte Carlo.
+
+    Args:
+        env, policy, n_episodes, episode_length, start, v0: as in :func:`td0`.
+        alpha: a constant step size, or a function of the visit count ``n >= 1`` of the state
+            just visited; that step scales the whole update ``alpha delta e`` of this step.
+        lam: ``lambda`` in ``[0, 1]``.
+        offline: apply the summed increments at the end of each episode.
+
+    Returns:
+        The estimate, shape ``(S,)``.
+    """
+    env = _check_env(env)
+    mdp = env.mdp
+    pi = mdp.check_policy(policy)
+    lam = _check_lam(lam)
+    n_episodes, episode_length = _check_count(n_episodes, "n_episodes"), _check_count(episode_length, "episode_length")
+    step_size = _step_size(alpha)
+    v = np.zeros(mdp.S) if v0 is None else _check_value(mdp, v0, "v0").copy()
+    v[mdp.terminal] = 0.0
+    visits = np.zeros(mdp.S, dtype=int)
+    pi_cdf, terminal, gamma = env.policy_cdf(pi), mdp.terminal.tolist(), mdp.gamma
+    for _ in range(n_episodes):
+        s = _start_state(env, start)
+        e = np.zeros(mdp.S)
+        dv = np.zeros(mdp.S)                          # summed increments (offline)
+        for _ in range(episode_length):
+            if terminal[s]:
+                break
+            s_next, r = env.step(s, env.action(pi_cdf, s))
+            visits[s] += 1
+            delta = r + gamma * v[s_next] - v[s]      # v of a terminal state stays 0
+            e *= gamma * lam
+            e[s] += 1.0                               # accumulating trace
+            if offline:
+                dv += step_size(visits[s]) * delta * e
+            else:
+                v += step_size(visits[s]) * delta * e
+            s = s_next
+        if offline:
+            v += dv
+    return v

@@ -717,3 +717,171 @@ def test_off_policy_episodes_stop_at_terminal_states() -> None:
         assert rho[i] == pytest.approx(np.prod(pi[s, a] / b[s, a]), rel=1e-12)
         assert G[i] == pytest.approx(rl.discounted_returns(r, mdp.gamma)[0], rel=1e-12, abs=1e-12)
     assert n_short > 0  # some episodes did end early, so the terminal path was exercised
+
+
+# ------------------------------------------------- td-learning (depth): n-step TD and TD(lambda)
+
+
+def _random_walk(n_live: int = 5, left: float = 0.0) -> rl.MDP:
+    S = n_live + 2
+    P, R = np.zeros((S, 1, S)), np.zeros((S, 1, S))
+    for s in range(1, n_live + 1):
+        P[s, 0, s - 1] = P[s, 0, s + 1] = 0.5
+    R[1, 0, 0], R[n_live, 0, n_live + 1] = left, 1.0
+    P[0, 0, 0] = P[S - 1, 0, S - 1] = 1.0
+    terminal = np.zeros(S, dtype=bool)
+    terminal[[0, S - 1]] = True
+    return rl.MDP(P, R, 1.0, terminal)
+
+
+def _n_step_direct(r: np.ndarray, v: np.ndarray, t: int, n: int, gamma: float) -> float:
+    """G_t^(n) from the recursion G_t^(n) = r_{t+1} + gamma G_{t+1}^(n-1), G_t^(0) = v(S_t), G_T^(n) = v(S_T)."""
+    if n == 0 or t == len(r):
+        return float(v[t])
+    return float(r[t] + gamma * _n_step_direct(r, v, t + 1, n - 1, gamma))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_n_step_and_lambda_returns_match_brute_force(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    T = int(rng.integers(1, 9))
+    r, v = rng.normal(size=T), rng.normal(size=T + 1)
+    gamma, lam = float(rng.uniform(0.5, 1.0)), float(rng.uniform(0.05, 0.95))
+    G = {n: rl.n_step_returns(r, v, n, gamma) for n in range(1, T + 1)}
+    for n in range(1, T + 1):
+        np.testing.assert_allclose(G[n], [_n_step_direct(r, v, t, n, gamma) for t in range(T)], atol=1e-12)
+    # the lambda-return as the explicit weighted sum of n-step returns, tail weight lam^(T-t-1) on the full one
+    brute = np.array([(1 - lam) * sum(lam ** (n - 1) * G[n][t] for n in range(1, T - t))
+                      + lam ** (T - t - 1) * G[T - t][t] for t in range(T)])
+    np.testing.assert_allclose(rl.lambda_returns(r, v, gamma, lam), brute, atol=1e-12)
+    # weights sum to one: adding a constant c to every n-step return adds c to the lambda-return
+    np.testing.assert_allclose(sum((1 - lam) * lam ** (n - 1) for n in range(1, T)) + lam ** (T - 1), 1.0)
+
+
+def test_lambda_return_limits_and_mc_identity() -> None:
+    rng = np.random.default_rng(0)
+    r, v = rng.normal(size=6), rng.normal(size=7)
+    v_term = v.copy()
+    v_term[-1] = 0.0                                # the episode ends in a terminal state
+    np.testing.assert_allclose(rl.lambda_returns(r, v, 0.9, 0.0), r + 0.9 * v[1:], atol=1e-12)   # TD(0) targets
+    np.testing.assert_allclose(rl.lambda_returns(r, v_term, 0.9, 1.0), rl.discounted_returns(r, 0.9), atol=1e-12)
+    np.testing.assert_allclose(rl.n_step_returns(r, v_term, 100, 0.9), rl.discounted_returns(r, 0.9), atol=1e-12)
+
+
+def test_offline_td_lambda_equals_forward_view() -> None:
+    # the theorem: summed backward-view increments == alpha * sum (G^lambda_t - v(S_t)), v fixed per episode
+    m = _random_walk(7, left=-1.0)
+    one = np.ones((m.S, 1))
+    v0 = np.random.default_rng(5).normal(size=m.S) * 0.3
+    for lam in (0.0, 0.5, 0.9, 1.0):
+        v_back = rl.td_lambda(rl.Environment(m, np.random.default_rng(2)), one, n_episodes=6, episode_length=500,
+                              alpha=0.1, lam=lam, start=4, v0=v0, offline=True)
+        env = rl.Environment(m, np.random.default_rng(2))      # the same draws, replayed
+        v = v0.copy()
+        v[m.terminal] = 0.0
+        for _ in range(6):
+            states, _, rewards = env.episode(one, 4, 500)
+            values = np.append(v[states], 0.0)                   # every episode here ends at a terminal state
+            G = rl.lambda_returns(rewards, values, 1.0, lam)
+            dv = np.zeros(m.S)
+            np.add.at(dv, states, 0.1 * (G - v[states]))
+            v = v + dv
+        np.testing.assert_allclose(v_back, v, atol=1e-12)
+
+
+def test_td_lambda_zero_and_n_step_one_are_td0() -> None:
+    m, pi = small_stochastic_mdp()
+    kw = dict(n_episodes=30, episode_length=20, alpha=0.2, start=0)
+    v_td0 = rl.td0(rl.Environment(m, np.random.default_rng(4)), pi, **kw)
+    np.testing.assert_allclose(rl.n_step_td(rl.Environment(m, np.random.default_rng(4)), pi, n=1, **kw), v_td0, atol=1e-12)
+    np.testing.assert_allclose(rl.td_lambda(rl.Environment(m, np.random.default_rng(4)), pi, lam=0.0, **kw), v_td0, atol=1e-12)
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_n_step_td_converges_to_v_pi(n: int) -> None:
+    m = _random_walk(5)
+    one = np.ones((m.S, 1))
+    v = rl.n_step_td(rl.Environment(m, np.random.default_rng(n)), one, n_episodes=3000, episode_length=1000,
+                     alpha=lambda k: 1.0 / k**0.7, n=n, start=3)
+    np.testing.assert_allclose(v, rl.policy_evaluation(m, one), atol=0.04)
+
+
+def test_td_lambda_online_converges_to_v_pi() -> None:
+    m, pi = small_stochastic_mdp()
+    v = rl.td_lambda(rl.Environment(m, np.random.default_rng(3)), pi, n_episodes=300, episode_length=100,
+                     alpha=lambda k: 1.0 / k**0.7, lam=0.7)
+    np.testing.assert_allclose(v, rl.policy_evaluation(m, pi), atol=0.05)
+
+
+def test_expected_n_step_return_is_bellman_power() -> None:
+    # E[G^(n) | S_0 = s] = (T_pi^n v)(s) for v held fixed (the proposition's first step), by sampling
+    m = _random_walk(5)
+    one = np.ones((m.S, 1))
+    v = np.array([0.0, 0.9, 0.1, 0.7, 0.2, 0.4, 0.0])
+    env = rl.Environment(m, np.random.default_rng(0))
+    for n in (1, 3):
+        Tn = v.copy()
+        for _ in range(n):
+            Tn = rl.bellman_operator(m, Tn, one)
+        g = []
+        for _ in range(4000):
+            states, _, rewards = env.episode(one, 2, 1000)
+            g.append(rl.n_step_returns(rewards, np.append(v[states], 0.0), n, 1.0)[0])
+        g = np.array(g)
+        assert abs(g.mean() - Tn[2]) < 4 * g.std() / np.sqrt(len(g)) + 1e-9
+
+
+def test_n_step_and_lambda_bad_input() -> None:
+    r, v = np.zeros(3), np.zeros(4)
+    with pytest.raises(ValueError, match="values must have shape"):
+        rl.n_step_returns(r, np.zeros(3), 1, 1.0)
+    with pytest.raises(ValueError, match="rewards must have shape"):
+        rl.lambda_returns(np.zeros((3, 1)), v, 1.0, 0.5)
+    with pytest.raises(ValueError, match="n must be a positive int"):
+        rl.n_step_returns(r, v, 0, 1.0)
+    with pytest.raises(ValueError, match="n must be a positive int"):
+        rl.n_step_returns(r, v, 2.0, 1.0)
+    with pytest.raises(ValueError, match="gamma"):
+        rl.n_step_returns(r, v, 1, 1.5)
+    with pytest.raises(ValueError, match="lam must lie"):
+        rl.lambda_returns(r, v, 1.0, -0.1)
+    with pytest.raises(ValueError, match="finite"):
+        rl.lambda_returns(r, np.array([0.0, np.nan, 0.0, 0.0]), 1.0, 0.5)
+    m = _random_walk(5)
+    one = np.ones((m.S, 1))
+    env = rl.Environment(m, np.random.default_rng(0))
+    with pytest.raises(TypeError, match="env must be"):
+        rl.td_lambda(m, one, n_episodes=1, episode_length=5, alpha=0.1, lam=0.5)
+    with pytest.raises(ValueError, match="lam must lie"):
+        rl.td_lambda(env, one, n_episodes=1, episode_length=5, alpha=0.1, lam=2.0)
+    with pytest.raises(ValueError, match="alpha"):
+        rl.n_step_td(env, one, n_episodes=1, episode_length=5, alpha=0.0, n=2)
+    with pytest.raises(ValueError, match="n must be a positive int"):
+        rl.n_step_td(env, one, n_episodes=1, episode_length=5, alpha=0.1, n=0)
+    with pytest.raises(ValueError, match="episode_length"):
+        rl.n_step_td(env, one, n_episodes=1, episode_length=0, alpha=0.1, n=2)
+    with pytest.raises(ValueError, match="n_episodes"):
+        rl.td_lambda(env, one, n_episodes=-1, episode_length=5, alpha=0.1, lam=0.5)
+
+
+def test_gae_is_importable_from_minilib_rl():
+    """The book's API names GAE minilib.rl.gae; it lives in minilib.actor_critic."""
+    from minilib import actor_critic
+
+    assert rl.gae is actor_critic.gae
+
+
+def test_n_step_td_with_long_n_is_sequential_every_visit_mc() -> None:
+    # n >= episode length: every update waits for the episode's end and uses the full return, so n-step TD
+    # must equal constant-step every-visit Monte Carlo applied visit by visit (an independent replay)
+    m = _random_walk(5)
+    one = np.ones((m.S, 1))
+    v_n = rl.n_step_td(rl.Environment(m, np.random.default_rng(8)), one, n_episodes=5, episode_length=1000,
+                       alpha=0.1, n=1000, start=3, v0=np.full(m.S, 0.5))
+    env, v = rl.Environment(m, np.random.default_rng(8)), np.full(m.S, 0.5)
+    v[m.terminal] = 0.0
+    for _ in range(5):
+        states, _, rewards = env.episode(one, 3, 1000)
+        for s, g in zip(states, rl.discounted_returns(rewards, 1.0)):
+            v[s] += 0.1 * (g - v[s])
+    np.testing.assert_allclose(v_n, v, atol=1e-12)
