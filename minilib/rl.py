@@ -297,12 +297,7 @@ def td0(
     Returns:
         The estimate, shape ``(S,)``.
     """
-    env = _check_env(env)
-    mdp = env.mdp
-    pi = mdp.check_policy(policy)
-    step_size = _step_size(alpha)
-    v = np.zeros(mdp.S) if v0 is None else _check_value(mdp, v0, "v0").copy()
-    v[mdp.terminal] = 0.0
+    env, mdp, pi, step_size, v = _prediction_setup(env, policy, alpha, v0)
     visits = np.zeros(mdp.S, dtype=int)
     pi_cdf, terminal = env.policy_cdf(pi), mdp.terminal.tolist()
     for _ in range(n_episodes):
@@ -725,6 +720,18 @@ def lambda_returns(rewards: Any, values: Any, gamma: float, lam: float) -> np.nd
     return G
 
 
+def _prediction_setup(env: Any, policy: Any, alpha: Any, v0: Any) -> tuple:
+    """What every tabular prediction method starts from: the checked environment, its model and
+    the policy, the step-size schedule, and the initial values (``v0`` copied, or zeros; zero at
+    terminal states)."""
+    env = _check_env(env)
+    mdp = env.mdp
+    pi = mdp.check_policy(policy)
+    v = np.zeros(mdp.S) if v0 is None else _check_value(mdp, v0, "v0").copy()
+    v[mdp.terminal] = 0.0
+    return env, mdp, pi, _step_size(alpha), v
+
+
 def _check_count(x: Any, name: str) -> int:
     if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < 1:
         raise ValueError(f"{name} must be a positive int, got {x!r}")
@@ -757,14 +764,9 @@ def n_step_td(
     Returns:
         The estimate, shape ``(S,)``.
     """
-    env = _check_env(env)
-    mdp = env.mdp
-    pi = mdp.check_policy(policy)
+    env, mdp, pi, step_size, v = _prediction_setup(env, policy, alpha, v0)
     n = _check_n(n)
     n_episodes, episode_length = _check_count(n_episodes, "n_episodes"), _check_count(episode_length, "episode_length")
-    step_size = _step_size(alpha)
-    v = np.zeros(mdp.S) if v0 is None else _check_value(mdp, v0, "v0").copy()
-    v[mdp.terminal] = 0.0
     pi_cdf, terminal, gamma = env.policy_cdf(pi), mdp.terminal.tolist(), mdp.gamma
     n = min(n, episode_length)                  # a longer look-ahead never fits in an episode
     disc = [gamma**k for k in range(n + 1)]
@@ -831,14 +833,9 @@ def td_lambda(
     Returns:
         The estimate, shape ``(S,)``.
     """
-    env = _check_env(env)
-    mdp = env.mdp
-    pi = mdp.check_policy(policy)
+    env, mdp, pi, step_size, v = _prediction_setup(env, policy, alpha, v0)
     lam = _check_lam(lam)
     n_episodes, episode_length = _check_count(n_episodes, "n_episodes"), _check_count(episode_length, "episode_length")
-    step_size = _step_size(alpha)
-    v = np.zeros(mdp.S) if v0 is None else _check_value(mdp, v0, "v0").copy()
-    v[mdp.terminal] = 0.0
     visits = np.zeros(mdp.S, dtype=int)
     pi_cdf, terminal, gamma = env.policy_cdf(pi), mdp.terminal.tolist(), mdp.gamma
     for _ in range(n_episodes):
