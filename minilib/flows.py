@@ -1079,7 +1079,8 @@ def assignment(cost: torch.Tensor) -> torch.Tensor:
 
     Returns the permutation :math:`\\sigma` minimizing :math:`\\sum_i C_{i\\sigma(i)}`, found by
     successive shortest augmenting paths with dual potentials (Kuhn-Munkres, in the
-    :math:`O(n^3)` form of Jonker-Volgenant style implementations). Runs on the CPU in
+    :math:`O(n^3)` form of Jonker-Volgenant style implementations; the solver of
+    :func:`minilib.detection.hungarian_match`, derived in the DETR chapter). Runs on the CPU in
     float64; the result is on the device of ``cost``. Implements (flow-matching-minibatch-ot).
 
     Args:
@@ -1095,47 +1096,17 @@ def assignment(cost: torch.Tensor) -> torch.Tensor:
     >>> assignment(torch.tensor([[4.0, 1.0, 3.0], [2.0, 0.0, 5.0], [3.0, 2.0, 2.0]])).tolist()
     [1, 0, 2]
     """
-    import numpy as np
 
     cost = _float_tensor("cost", cost)
     if cost.ndim != 2 or cost.shape[0] != cost.shape[1] or cost.shape[0] < 1:
         raise ValueError(f"cost must be a square matrix (n, n) with n >= 1, got {tuple(cost.shape)}")
     if not bool(torch.isfinite(cost).all()):
         raise ValueError("cost must have finite entries")
-    C = cost.detach().to("cpu", torch.float64).numpy()
-    n = C.shape[0]
-    u = np.zeros(n + 1)  # row potentials (1-indexed; index 0 unused)
-    v = np.zeros(n + 1)  # column potentials; column 0 is a virtual start column
-    p = np.zeros(n + 1, dtype=np.int64)  # p[j] = row matched to column j (0 = free)
-    way = np.zeros(n + 1, dtype=np.int64)  # previous column on the shortest path
-    for i in range(1, n + 1):
-        p[0] = i
-        j0 = 0
-        minv = np.full(n + 1, np.inf)  # shortest reduced distance to each column
-        used = np.zeros(n + 1, dtype=bool)
-        while True:
-            used[j0] = True
-            i0 = p[j0]
-            free = ~used[1:]
-            cur = C[i0 - 1] - u[i0] - v[1:]  # reduced costs from row i0
-            upd = free & (cur < minv[1:])
-            minv[1:][upd] = cur[upd]
-            way[1:][upd] = j0
-            masked = np.where(free, minv[1:], np.inf)
-            j1 = int(np.argmin(masked)) + 1
-            delta = masked[j1 - 1]
-            u[p[used]] += delta  # the rows on the tree (distinct), keep reduced costs >= 0
-            v[used] -= delta
-            minv[1:][free] -= delta
-            j0 = j1
-            if p[j0] == 0:
-                break
-        while j0:  # augment along the path back to the virtual column
-            j1 = way[j0]
-            p[j0] = p[j1]
-            j0 = j1
-    perm = np.empty(n, dtype=np.int64)
-    perm[p[1:] - 1] = np.arange(n)
+    # The same shortest-augmenting-path solver as DETR's matching (minilib.detection.hungarian_match),
+    # on the float64 copy; for a square cost, row i goes to column perm[i].
+    from minilib.detection import _lsa_rows_le_cols
+
+    perm = _lsa_rows_le_cols(cost.detach().to("cpu", torch.float64).numpy())
     return torch.as_tensor(perm, device=cost.device)
 
 
