@@ -263,3 +263,17 @@ def test_readme_says_truly_how_the_site_is_published():
     assert any(s.startswith("actions/upload-pages-artifact") for s in steps)
     assert any(s.startswith("actions/deploy-pages") for s in steps)
     assert "is published at" not in readme, "the README does not claim a site that a workflow has not deployed"
+
+
+def test_corrections_headings_carry_the_current_chapter_numbers():
+    """The corrections page names each chapter by its number; a chapter inserted earlier in the
+    toc renumbers the later ones, so the headings must follow the toc, not be typed once."""
+    from tools.numbering import chapter_numbers
+
+    numbers = chapter_numbers(ROOT / "_toc.yml")
+    text = (ROOT / "book" / "corrections.md").read_text()
+    headings = re.findall(r"^### \[(\d+) [^\]]+\]\(([^)]+)\.md\)", text, flags=re.M)
+    assert headings, "the corrections page has no chapter headings"
+    wrong = [f"{path}: {num} (toc: {numbers.get('book/' + path)})" for num, path in headings
+             if numbers.get("book/" + path) != int(num)]
+    assert not wrong, f"corrections headings with stale chapter numbers: {wrong}"
