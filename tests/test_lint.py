@@ -49,3 +49,31 @@ def test_no_doubled_kind_before_a_numbered_reference():
             if pattern.search(line):
                 bad.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()[:100]}")
     assert not bad, "\n".join(bad)
+
+
+def test_each_reference_role_matches_its_target():
+    """An exercise or solution label is reached with `{ref}`, a sphinx-proof label (theorem,
+    proof, definition, ...) with `{prf:ref}`; the wrong role is a broken reference that only the
+    full site build reports (it did, in a new chapter)."""
+    import re
+
+    exercise_labels, proof_labels, uses = set(), set(), []
+    directive = re.compile(r"^\s*(`{3,}|:{3,})\{(prf:[a-z]+|exercise|solution)\}")
+    for path in sorted(ROOT.glob("book/**/*.md")):
+        lines = path.read_text().splitlines()
+        for i, line in enumerate(lines):
+            m = directive.match(line)
+            if m:
+                for opt in lines[i + 1:i + 6]:
+                    lab = re.match(r"^\s*:label:\s*(\S+)", opt)
+                    if lab:
+                        (proof_labels if m.group(2).startswith("prf:") else exercise_labels).add(lab.group(1))
+                        break
+                    if not opt.lstrip().startswith(":"):
+                        break
+            for role, target in re.findall(r"\{(prf:ref|ref)\}`(?:[^`<]*<)?([^`>]+)>?`", line):
+                uses.append((f"{path.relative_to(ROOT)}:{i + 1}", role, target))
+    assert exercise_labels and proof_labels and uses
+    bad = [f"{where}: {{{role}}}`{target}`" for where, role, target in uses
+           if (role == "prf:ref" and target in exercise_labels) or (role == "ref" and target in proof_labels)]
+    assert not bad, "wrong role for the target's kind:\n" + "\n".join(bad)
