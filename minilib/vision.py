@@ -1007,6 +1007,8 @@ def mae_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, norm_
         raise ValueError("norm_pix needs patches of at least 2 values (P >= 2)")
     if not mask.sum() > 0:
         raise ValueError("mask must mark at least one patch as masked (mask = 1)")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
+        raise ValueError(f"eps must be a number >= 0, got {eps!r}")
     if norm_pix:
         mean = target.mean(dim=-1, keepdim=True)
         var = target.var(dim=-1, keepdim=True)  # unbiased, as the reference code

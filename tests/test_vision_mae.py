@@ -131,3 +131,10 @@ def test_mae_loss_bad_input():
         mae_loss(p[..., :1], t[..., :1], m)
     with pytest.raises(TypeError, match="pred"):
         mae_loss(p.long(), t, m)
+
+
+@pytest.mark.parametrize("eps", [-1e-6, float("nan"), "1e-6", True])
+def test_mae_loss_rejects_a_bad_eps(eps):
+    p, t, m = torch.randn(2, 3, 4), torch.randn(2, 3, 4), torch.ones(2, 3)
+    with pytest.raises(ValueError, match="eps must be a number >= 0"):
+        mae_loss(p, t, m, eps=eps)
