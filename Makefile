@@ -62,7 +62,7 @@ serve:
 
 test: $(READY) vendor
 	$(PYTEST) tests minilib --doctest-modules -q -m "not slow and not pdf"
-	$(PYTEST) notebooks --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -q
+	$(PY) -m tools.run_labs
 	$(PYTEST) tests -q -m slow
 
 refresh: $(READY)

@@ -63,3 +63,30 @@ def test_stamp_detects_minilib_changes():
 def test_module_files_resolve():
     assert labs.module_file("minilib").name == "__init__.py"
     assert labs.module_file("minilib.check").name == "check.py"
+
+
+def test_lab_groups_cover_every_lab_once_within_grahams_bound():
+    """tools.run_labs splits labs between workers longest first; each lab runs exactly once and
+    the longest group is within Graham's 4/3 - 1/(3n) of the best split, found by brute force."""
+    import itertools
+    import random
+    from pathlib import Path
+
+    import pytest
+
+    from tools.run_labs import balanced_groups
+
+    rng = random.Random(0)
+    for _ in range(30):
+        n = rng.choice([1, 2, 3])
+        weights = {Path(f"lab{i}.ipynb"): rng.uniform(1, 60) for i in range(rng.randint(1, 8))}
+        groups = balanced_groups(weights, n)
+        flat = [p for g in groups for p in g]
+        assert sorted(flat) == sorted(weights) and len(groups) <= n
+        worst = max(sum(weights[p] for p in g) for g in groups)
+        labs = list(weights)
+        best = min(max(sum(weights[p] for p, k in zip(labs, assign) if k == j) for j in range(n))
+                   for assign in itertools.product(range(n), repeat=len(labs)))
+        assert worst <= (4 / 3 - 1 / (3 * n)) * best + 1e-9
+    with pytest.raises(ValueError, match="n must be"):
+        balanced_groups({Path("a.ipynb"): 1.0}, 0)
