@@ -56,6 +56,13 @@ def test_book_builds_with_warnings_as_errors(built_site):
     assert (built_site / "book" / "notation.html").exists()
 
 
+def test_the_site_root_serves_the_icon(built_site):
+    """The root index.html is a bare redirect without an icon link: browsers then fetch
+    /favicon.ico, and a missing file is a console error on the front page."""
+    ico = built_site / "favicon.ico"
+    assert ico.is_file() and ico.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_mathjax_is_served_from_the_site(built_site):
     assert (built_site / "_vendor" / "mathjax" / "tex-mml-chtml.js").exists(), (
         "MathJax was not vendored: run `npm ci` (make vendor) before building"

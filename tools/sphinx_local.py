@@ -120,11 +120,24 @@ def _relative_links(app: Sphinx, exception: Exception | None) -> None:
             page.write_text(new, encoding="utf-8")
 
 
+def _root_favicon(app: Sphinx, exception: Exception | None) -> None:
+    """Serve the book's icon at ``/favicon.ico`` too. Every page links its icon, but the root
+    ``index.html`` Jupyter Book writes is a bare redirect, so a browser asks the server for
+    ``/favicon.ico``; without the file that request fails with a 404 (a console error), or not,
+    depending on how fast the redirect wins."""
+    if exception is not None or app.builder.format != "html" or not app.config.html_favicon:
+        return
+    src = Path(app.outdir) / "_static" / Path(app.config.html_favicon).name
+    if src.is_file():
+        shutil.copy2(src, Path(app.outdir) / "favicon.ico")  # browsers read a PNG served under .ico
+
+
 def setup(app: Sphinx) -> dict:
     import numbering  # tools/ is on the path of a local extension
 
     numbering.setup(app)
     app.connect("build-finished", _relative_links)
+    app.connect("build-finished", _root_favicon)
     app.connect("autodoc-process-docstring", _link_equations)
     app.connect("config-inited", _config_inited, priority=900)
     app.connect("html-page-context", _dedupe_scripts, priority=900)
